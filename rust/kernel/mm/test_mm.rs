@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A user address space for the KUnit tests of the `mm` abstractions.
+//!
+//! KUnit attaches a fresh `mm` to the kthread of each test case (`kunit_attach_mm`), so the tests
+//! map, touch, change and unmap real user memory as a process would.
+
+use crate::{
+    bindings,
+    error::to_result,
+    mm::MmWithUser,
+    page::PAGE_SIZE,
+    prelude::*,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
+};
+
+/// Anonymous private read-write memory of the test's address space, unmapped by KUnit at the
+/// end of the test case.
+pub(crate) struct UserMapping {
+    start: usize,
+    pages: usize,
+}
+
+impl UserMapping {
+    /// Maps `pages` pages of anonymous memory.
+    pub(crate) fn new(pages: usize) -> Result<Self> {
+        let len = pages.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+        // SAFETY: Called from a KUnit test case, so the current test is valid; a null file maps
+        // anonymous memory.
+        let start = unsafe {
+            bindings::kunit_vm_mmap(
+                bindings::kunit_get_current_test(),
+                core::ptr::null_mut(),
+                0,
+                len,
+                (bindings::PROT_READ | bindings::PROT_WRITE) as usize,
+                (bindings::MAP_ANONYMOUS | bindings::MAP_PRIVATE) as usize,
+                0,
+            )
+        };
+        // `vm_mmap` returns a page-aligned address or a negative error code.
+        if start == 0 || start % PAGE_SIZE != 0 {
+            return Err(ENOMEM);
+        }
+        Ok(Self { start, pages })
+    }
+
+    /// The address space of the test case, which the mapping is part of.
+    pub(crate) fn mm(&self) -> &MmWithUser {
+        // SAFETY: `UserMapping::new` succeeded, so KUnit attached an mm to the test kthread
+        // (`kthread_use_mm`), and the kthread holds a user reference on it until the test case
+        // ends, which outlives `self`.
+        unsafe { MmWithUser::from_raw((*bindings::get_current()).mm) }
+    }
+
+    /// The address of page `page` of the mapping.
+    pub(crate) fn addr(&self, page: usize) -> usize {
+        self.start + page * PAGE_SIZE
+    }
+
+    /// The length of the mapping in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.pages * PAGE_SIZE
+    }
+
+    /// Writes `data` at `offset` bytes into the mapping, faulting pages in.
+    pub(crate) fn write(&self, offset: usize, data: &[u8]) -> Result {
+        UserSlice::new(UserPtr::from_addr(self.start + offset), data.len())
+            .writer()
+            .write_slice(data)
+    }
+
+    /// Reads `buf.len()` bytes at `offset` bytes into the mapping.
+    pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> Result {
+        UserSlice::new(UserPtr::from_addr(self.start + offset), buf.len())
+            .reader()
+            .read_slice(buf)
+    }
+
+    /// Unmaps `count` pages from page `page` on.
+    pub(crate) fn unmap(&self, page: usize, count: usize) -> Result {
+        // SAFETY: Any range of the current address space may be unmapped.
+        to_result(unsafe { bindings::vm_munmap(self.addr(page), count * PAGE_SIZE) })
+    }
+
+    /// Drops the pages of `count` pages from page `page` on (`MADV_DONTNEED`).
+    pub(crate) fn dontneed(&self, page: usize, count: usize) -> Result {
+        // SAFETY: The mm of the test case has a user (the test kthread).
+        to_result(unsafe {
+            bindings::do_madvise(
+                self.mm().as_raw(),
+                self.addr(page),
+                count * PAGE_SIZE,
+                bindings::MADV_DONTNEED as c_int,
+            )
+        })
+    }
+}
