@@ -1,0 +1,416 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Device memory migration.
+//!
+//! Moves the pages of a range of a VMA between system memory and device-private memory
+//! (`migrate_vma_*`), or the device-private pages of a device back to system memory without going
+//! through an address space (`migrate_device_*`, used for eviction).
+//!
+//! A [`Migration`] goes through the C protocol in order: setup collects, unmaps and locks the
+//! source pages; the driver gives each source it wants to move a destination page, with the data
+//! copied; [`Migration::pages`] moves the mappings to the destinations; dropping the migration
+//! (or its [`Migrated`] result) finalizes it, restoring the sources that did not move and
+//! releasing the pages. A migration cannot be finalized before setup nor left unfinalized.
+//!
+//! C header: [`include/linux/migrate.h`](srctree/include/linux/migrate.h)
+
+use crate::{
+    alloc::{
+        flags::GFP_KERNEL,
+        KVec, //
+    },
+    bindings,
+    error::to_result,
+    mm::{
+        virt::{
+            self,
+            VmaRef, //
+        },
+        DeviceOwner,
+    },
+    page::{
+        BorrowedPage,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+};
+use core::{
+    marker::PhantomData,
+    ops::Range,
+    ptr::NonNull, //
+};
+
+// CAST: The C flags are small `unsigned long` bit masks.
+const MPFN_VALID: c_ulong = bindings::MIGRATE_PFN_VALID as c_ulong;
+const MPFN_MIGRATE: c_ulong = bindings::MIGRATE_PFN_MIGRATE as c_ulong;
+const MPFN_WRITE: c_ulong = bindings::MIGRATE_PFN_WRITE as c_ulong;
+const MPFN_COMPOUND: c_ulong = bindings::MIGRATE_PFN_COMPOUND as c_ulong;
+const MPFN_SHIFT: u32 = bindings::MIGRATE_PFN_SHIFT;
+
+/// Which pages of a VMA range [`Migration::setup`] collects.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Select(c_ulong);
+
+impl Select {
+    /// System memory pages (and holes, which can be filled with device pages).
+    pub const SYSTEM: Self =
+        Self(bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_SYSTEM as c_ulong);
+    /// Device-private pages of the migration's owner.
+    pub const DEVICE_PRIVATE: Self =
+        Self(bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_DEVICE_PRIVATE as c_ulong);
+    /// Device-coherent pages of the migration's owner.
+    pub const DEVICE_COHERENT: Self =
+        Self(bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_DEVICE_COHERENT as c_ulong);
+}
+
+impl core::ops::BitOr for Select {
+    type Output = Self;
+
+    #[inline]
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+/// A source entry of a [`Migration`]: the page found there and whether it can move.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MigratePfn(c_ulong);
+
+impl MigratePfn {
+    /// Whether a page is there; a hole (never touched, or unmapped) has none.
+    #[inline]
+    pub const fn has_page(self) -> bool {
+        self.0 & MPFN_VALID != 0
+    }
+
+    /// Whether the entry was collected and can be given a destination.
+    ///
+    /// A hole of an anonymous VMA can migrate too: its destination is mapped fresh.
+    #[inline]
+    pub const fn can_migrate(self) -> bool {
+        self.0 & MPFN_MIGRATE != 0
+    }
+
+    /// Whether the source was mapped writable.
+    #[inline]
+    pub const fn is_writable(self) -> bool {
+        self.0 & MPFN_WRITE != 0
+    }
+
+    /// Whether the source is the head of a large folio.
+    #[inline]
+    pub const fn is_compound(self) -> bool {
+        self.0 & MPFN_COMPOUND != 0
+    }
+
+    /// The page frame number of the source page, if there is one.
+    #[inline]
+    pub const fn pfn(self) -> Option<usize> {
+        if self.has_page() {
+            Some(self.0 >> MPFN_SHIFT)
+        } else {
+            None
+        }
+    }
+}
+
+/// A destination page of a [`Migration`]: locked, with one reference that the migration takes.
+///
+/// Implemented by [`SystemPage`] and by the new device-private pages of
+/// [`Pagemap`](crate::mm::pagemap::Pagemap).
+///
+/// # Safety
+///
+/// [`Destination::into_locked_page`] returns a valid page that is locked and unmapped, and gives
+/// up one reference to it to the caller.
+pub unsafe trait Destination {
+    /// The locked page whose reference moves into the migration.
+    fn into_locked_page(self) -> NonNull<bindings::page>;
+}
+
+/// A new system memory page, locked, for a migration back to system memory.
+///
+/// Dropping it unused unlocks and frees it.
+///
+/// # Invariants
+///
+/// `page` is a locked order-0 page that this object holds one reference to.
+pub struct SystemPage {
+    page: NonNull<bindings::page>,
+}
+
+impl SystemPage {
+    /// Allocates and locks a movable system memory page.
+    pub fn alloc() -> Result<Self> {
+        // SAFETY: Allocating an order-0 page has no requirements.
+        let page = unsafe { bindings::alloc_pages(bindings::GFP_HIGHUSER_MOVABLE, 0) };
+        let page = NonNull::new(page).ok_or(ENOMEM)?;
+        // SAFETY: The page was just allocated; nobody else can hold its lock.
+        unsafe { bindings::lock_page(page.as_ptr()) };
+        // INVARIANT: The page is locked and its only reference is ours.
+        Ok(Self { page })
+    }
+
+    /// The page, to copy the data into.
+    #[inline]
+    pub fn page(&self) -> BorrowedPage<'_> {
+        // SAFETY: By the type invariants the page is allocated while `self` lives.
+        unsafe { BorrowedPage::from_raw(self.page) }
+    }
+}
+
+// SAFETY: By the type invariants the page is locked and referenced; `forget` gives the reference
+// up.
+unsafe impl Destination for SystemPage {
+    fn into_locked_page(self) -> NonNull<bindings::page> {
+        let page = self.page;
+        core::mem::forget(self);
+        page
+    }
+}
+
+impl Drop for SystemPage {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants the page is locked and we hold a reference.
+        unsafe {
+            bindings::unlock_page(self.page.as_ptr());
+            bindings::put_page(self.page.as_ptr());
+        }
+    }
+}
+
+/// What the source pages are collected from.
+enum Source<'a> {
+    /// A range of a VMA, under the mmap lock of its address space.
+    Vma(bindings::migrate_vma, PhantomData<&'a VmaRef>),
+    /// Device pages by pfn, without an address space.
+    Device,
+}
+
+/// A migration whose source pages are collected (unmapped and locked); see the [module
+/// documentation](self).
+///
+/// # Invariants
+///
+/// The migration was set up with `src` and `dst` (`npages` entries each) and is not finalized:
+/// it is finalized exactly once, when dropped. `dst` entries are 0 or hold a locked page whose
+/// reference the migration owns.
+pub struct Migration<'a> {
+    source: Source<'a>,
+    src: KVec<c_ulong>,
+    dst: KVec<c_ulong>,
+}
+
+impl<'a> Migration<'a> {
+    fn zeroed_pfns(npages: usize) -> Result<KVec<c_ulong>> {
+        let mut v = KVec::with_capacity(npages, GFP_KERNEL)?;
+        v.resize(npages, 0, GFP_KERNEL)?;
+        Ok(v)
+    }
+
+    /// Collects the pages of `range` of `vma` that `select` names, as the device `owner`.
+    ///
+    /// `vma` borrows the mmap read lock of its address space, which must stay held until the
+    /// migration is dropped. `range` must be page-aligned, non-empty and inside `vma`
+    /// ([`EINVAL`] otherwise).
+    pub fn setup(
+        vma: &'a VmaRef,
+        range: Range<usize>,
+        select: Select,
+        owner: DeviceOwner,
+    ) -> Result<Self> {
+        if range.start >= range.end
+            || range.start % PAGE_SIZE != 0
+            || range.end % PAGE_SIZE != 0
+            || range.start < vma.start()
+            || range.end > vma.end()
+        {
+            return Err(EINVAL);
+        }
+        // SAFETY: `vma` is valid under the mmap lock that its borrow holds.
+        unsafe { Self::setup_raw(vma.as_ptr(), range, select, owner, core::ptr::null_mut()) }
+    }
+
+    /// Sets up a VMA migration.
+    ///
+    /// # Safety
+    ///
+    /// `vma` is valid and its address space's mmap lock (or the VMA lock, in a fault) is held for
+    /// `'a`; `range` is page-aligned and inside it; `fault_page` is null or the locked page of the
+    /// CPU fault being handled.
+    pub(crate) unsafe fn setup_raw(
+        vma: *mut bindings::vm_area_struct,
+        range: Range<usize>,
+        select: Select,
+        owner: DeviceOwner,
+        fault_page: *mut bindings::page,
+    ) -> Result<Self> {
+        let npages = (range.end - range.start) / PAGE_SIZE;
+        let mut src = Self::zeroed_pfns(npages)?;
+        let mut dst = Self::zeroed_pfns(npages)?;
+        let mut args = bindings::migrate_vma {
+            vma,
+            dst: dst.as_mut_ptr(),
+            src: src.as_mut_ptr(),
+            cpages: 0,
+            npages: 0,
+            start: range.start,
+            end: range.end,
+            pgmap_owner: owner.as_ptr(),
+            flags: select.0,
+            fault_page,
+        };
+        // SAFETY: `args` describes `npages` entries in both arrays, and the safety requirements
+        // cover the VMA, the lock and the fault page.
+        to_result(unsafe { bindings::migrate_vma_setup(&mut args) })?;
+        // INVARIANT: Setup succeeded; the arrays are heap buffers that do not move with `self`.
+        Ok(Self {
+            source: Source::Vma(args, PhantomData),
+            src,
+            dst,
+        })
+    }
+
+    /// Collects the device pages `pfns` for migration, without an address space.
+    ///
+    /// # Safety
+    ///
+    /// Each pfn is a page of a device-private pagemap that stays registered until the migration
+    /// is dropped.
+    pub(crate) unsafe fn setup_device(pfns: Range<usize>) -> Result<Migration<'static>> {
+        let npages = pfns.end.checked_sub(pfns.start).ok_or(EINVAL)?;
+        if npages == 0 {
+            return Err(EINVAL);
+        }
+        let mut src = Self::zeroed_pfns(npages)?;
+        let dst = Self::zeroed_pfns(npages)?;
+        // SAFETY: `src` has `npages` entries; the pfns are device pages by the safety
+        // requirements.
+        to_result(unsafe { bindings::migrate_device_range(src.as_mut_ptr(), pfns.start, npages) })?;
+        // INVARIANT: Setup succeeded.
+        Ok(Migration {
+            source: Source::Device,
+            src,
+            dst,
+        })
+    }
+
+    /// The number of pages of the migration.
+    #[inline]
+    pub fn npages(&self) -> usize {
+        self.src.len()
+    }
+
+    /// The number of source entries collected, which can be given a destination.
+    pub fn cpages(&self) -> usize {
+        self.src
+            .iter()
+            .filter(|&&s| MigratePfn(s).can_migrate())
+            .count()
+    }
+
+    /// Source entry `i`; a default (empty) entry if `i` is out of range.
+    #[inline]
+    pub fn src(&self, i: usize) -> MigratePfn {
+        MigratePfn(self.src.get(i).copied().unwrap_or(0))
+    }
+
+    /// The system memory source page of entry `i`, to copy its data from.
+    ///
+    /// `None` for holes, entries that cannot migrate, and device pages (which have no kernel
+    /// mapping: the driver reads those from its own memory, by pfn).
+    pub fn system_page(&self, i: usize) -> Option<BorrowedPage<'_>> {
+        let src = self.src(i);
+        if !src.can_migrate() {
+            return None;
+        }
+        // SAFETY: The entry holds a valid pfn.
+        let page = unsafe { bindings::pfn_to_page(src.pfn()?) };
+        // SAFETY: `page` is a valid `struct page`.
+        if unsafe { bindings::is_zone_device_page(page) } {
+            return None;
+        }
+        // SAFETY: A collected source page is locked and referenced by the migration until it is
+        // finalized, which happens after the borrow of `self` ends.
+        NonNull::new(page).map(|p| unsafe { BorrowedPage::from_raw(p) })
+    }
+
+    /// Gives source entry `i` its destination, with the data already copied into it.
+    ///
+    /// Fails with [`EINVAL`] if `i` is out of range and [`EBUSY`] if the entry already has one;
+    /// `dst` is released then. A destination given to an entry that cannot migrate is released
+    /// at finalization.
+    pub fn set_dst(&mut self, i: usize, dst: impl Destination) -> Result {
+        let src = self.src(i);
+        let slot = self.dst.get_mut(i).ok_or(EINVAL)?;
+        if *slot != 0 {
+            return Err(EBUSY);
+        }
+        let page = dst.into_locked_page();
+        // SAFETY: `page` is a valid page.
+        let pfn = unsafe { bindings::page_to_pfn(page.as_ptr()) };
+        let mut entry = (pfn << MPFN_SHIFT) | MPFN_VALID;
+        if let Source::Vma(args, _) = &self.source {
+            // The destination is mapped writable where the source was, or, for a hole, where the
+            // VMA allows writes.
+            // SAFETY: The VMA is valid, under the mmap lock, while the migration lives.
+            let vma_flags = unsafe { VmaRef::from_raw(args.vma) }.flags();
+            if src.is_writable() || (!src.has_page() && vma_flags & virt::flags::WRITE != 0) {
+                entry |= MPFN_WRITE;
+            }
+        }
+        // INVARIANT: The entry holds a locked page whose reference is the migration's.
+        *slot = entry;
+        Ok(())
+    }
+
+    /// Moves the mappings of the entries that have a destination; see [`Migrated`].
+    pub fn pages(mut self) -> Migrated<'a> {
+        let npages = self.npages();
+        match &mut self.source {
+            // SAFETY: The migration is set up and not finalized (type invariants).
+            Source::Vma(args, _) => unsafe { bindings::migrate_vma_pages(args) },
+            // SAFETY: As above; both arrays have `npages` entries.
+            Source::Device => unsafe {
+                bindings::migrate_device_pages(self.src.as_mut_ptr(), self.dst.as_mut_ptr(), npages)
+            },
+        }
+        Migrated(self)
+    }
+}
+
+impl Drop for Migration<'_> {
+    fn drop(&mut self) {
+        let npages = self.npages();
+        match &mut self.source {
+            // SAFETY: The migration is set up and not finalized yet (type invariants); this is
+            // the only place that finalizes it.
+            Source::Vma(args, _) => unsafe { bindings::migrate_vma_finalize(args) },
+            // SAFETY: As above; both arrays have `npages` entries.
+            Source::Device => unsafe {
+                bindings::migrate_device_finalize(
+                    self.src.as_mut_ptr(),
+                    self.dst.as_mut_ptr(),
+                    npages,
+                )
+            },
+        }
+    }
+}
+
+/// A migration after [`Migration::pages`]: tells which entries moved, finalizes when dropped.
+pub struct Migrated<'a>(Migration<'a>);
+
+impl Migrated<'_> {
+    /// Whether entry `i` now maps its destination.
+    #[inline]
+    pub fn migrated(&self, i: usize) -> bool {
+        self.0.src(i).can_migrate() && self.0.dst.get(i).is_some_and(|&d| d != 0)
+    }
+
+    /// The number of entries that moved.
+    pub fn count(&self) -> usize {
+        (0..self.0.npages()).filter(|&i| self.migrated(i)).count()
+    }
+}

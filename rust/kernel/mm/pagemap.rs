@@ -1,0 +1,735 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Device-private memory.
+//!
+//! A [`Pagemap`] gives a range of device memory (VRAM the CPU cannot access directly) `struct
+//! page`s, so that it can back user mappings: a page of a process can be migrated there
+//! ([`Migration`]), and a CPU access to it faults into the driver's
+//! [`DevicePrivate::migrate_to_ram`], which migrates it back. The driver owns the allocation of
+//! device pages; each allocated page carries its data ([`DevicePrivate::PageData`]), which comes
+//! back to the driver in [`DevicePrivate::folio_free`] when the page is freed.
+//!
+//! C header: [`include/linux/memremap.h`](srctree/include/linux/memremap.h)
+
+use crate::{
+    bindings,
+    error::from_err_ptr,
+    mm::{
+        migrate::{
+            Destination,
+            Migration,
+            Select, //
+        },
+        DeviceOwner,
+    },
+    page::PAGE_SIZE,
+    prelude::*,
+    str::CStr,
+    types::{
+        ForeignOwnable,
+        Opaque, //
+    },
+};
+use core::{
+    marker::PhantomData,
+    ops::Range,
+    ptr::NonNull, //
+};
+
+/// The driver side of a [`Pagemap`].
+pub trait DevicePrivate: Send + Sync + Sized {
+    /// The data attached to each allocated device page, e.g. a reference to the allocation the
+    /// page belongs to. It is how callbacks that only have the page find their way back.
+    type PageData: ForeignOwnable + Send + Sync;
+
+    /// The CPU accessed a device page of this pagemap: migrate it (and, at the driver's choice,
+    /// neighbouring ones) back to system memory.
+    ///
+    /// Runs in the page fault handler, with the mmap or VMA lock held. It may migrate less than
+    /// asked, or nothing: the CPU then faults again. An error makes the access fail with
+    /// `SIGBUS` ([`ENOMEM`]: the fault handler's out-of-memory path).
+    fn migrate_to_ram(pagemap: &Pagemap<Self>, fault: &CpuFault<'_, Self>) -> Result;
+
+    /// The last reference to device page `pfn` was dropped: the page is free again, and its data
+    /// comes back.
+    ///
+    /// May run in any context that drops a page reference, including atomic context.
+    fn folio_free(pagemap: &Pagemap<Self>, pfn: usize, data: Self::PageData);
+}
+
+/// A range of device-private memory with `struct page`s.
+///
+/// Registered (`memremap_pages`, `MEMORY_DEVICE_PRIVATE`) at initialisation on a free range of
+/// physical address space (`request_free_mem_region`), unregistered on drop.
+///
+/// Dropping it waits until all its pages are free: evict the pages still in use first
+/// ([`Pagemap::evict`]).
+///
+/// # Invariants
+///
+/// `inner.pgmap` is a registered `struct dev_pagemap` of type `MEMORY_DEVICE_PRIVATE` with the
+/// callbacks of `T` and the owner `owner`, at the start of `inner.region`, a region of
+/// `iomem_resource` that the pagemap reserved.
+#[pin_data(PinnedDrop)]
+pub struct Pagemap<T: DevicePrivate> {
+    #[pin]
+    data: T,
+    #[pin]
+    inner: Opaque<Registration>,
+    owner: DeviceOwner,
+}
+
+/// The C side of a [`Pagemap`]. The region is reserved in section-sized steps
+/// (`request_free_mem_region` rounds up), while only the requested size gets pages.
+#[repr(C)]
+struct Registration {
+    pgmap: bindings::dev_pagemap,
+    region: *mut bindings::resource,
+}
+
+// SAFETY: The pagemap can be unregistered from any thread; `T` is `Send`.
+unsafe impl<T: DevicePrivate> Send for Pagemap<T> {}
+
+// SAFETY: The methods taking `&self` are safe to call concurrently; `T` is `Sync`.
+unsafe impl<T: DevicePrivate> Sync for Pagemap<T> {}
+
+impl<T: DevicePrivate> Pagemap<T> {
+    const OPS: bindings::dev_pagemap_ops = bindings::dev_pagemap_ops {
+        folio_free: Some(Self::folio_free_callback),
+        migrate_to_ram: Some(Self::migrate_to_ram_callback),
+        // SAFETY: All-zero is a valid value for the other (optional) callbacks.
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    /// Initialises `data`, then registers `size` bytes of device-private memory owned by `owner`.
+    ///
+    /// `size` must be a non-zero multiple of the page size ([`EINVAL`]); `name` shows in
+    /// `/proc/iomem`. Fails with the errors of `request_free_mem_region` and `memremap_pages`
+    /// ([`ENOMEM`], [`ERANGE`] when no free physical range is large enough, ...).
+    pub fn new<E>(
+        size: usize,
+        owner: DeviceOwner,
+        name: &'static CStr,
+        data: impl PinInit<T, E>,
+    ) -> impl PinInit<Self, Error>
+    where
+        Error: From<E>,
+    {
+        try_pin_init!(Self {
+            data <- data,
+            inner <- Opaque::try_ffi_init(move |inner: *mut Registration| {
+                if size == 0 || size % PAGE_SIZE != 0 {
+                    return Err(EINVAL);
+                }
+                // SAFETY: `iomem_resource` is the root of the physical address space; `name`
+                // lives forever.
+                let res = from_err_ptr(unsafe {
+                    bindings::request_free_mem_region(
+                        &raw mut bindings::iomem_resource,
+                        size,
+                        name.as_char_ptr(),
+                    )
+                })?;
+                // SAFETY: `res` is the region just reserved; it is at least `size` bytes.
+                let start = unsafe { (*res).start };
+                // CAST: `usize` fits in `resource_size_t` on the 64-bit architectures with
+                // ZONE_DEVICE.
+                let end = start + size as bindings::resource_size_t - 1;
+                // SAFETY: `inner` is valid for writes; all-zero is a valid `dev_pagemap`.
+                let slot = unsafe {
+                    (&raw mut (*inner).region).write(res);
+                    &raw mut (*inner).pgmap
+                };
+                // SAFETY: `slot` is valid for writes; all-zero is a valid `dev_pagemap`.
+                unsafe {
+                    slot.write(core::mem::zeroed());
+                    (*slot).type_ = bindings::memory_type_MEMORY_DEVICE_PRIVATE;
+                    *(*slot).__bindgen_anon_1.range.as_mut() = bindings::range { start, end };
+                    (*slot).nr_range = 1;
+                    (*slot).ops = const { &Self::OPS };
+                    (*slot).owner = owner.as_ptr();
+                }
+                // SAFETY: `slot` is a filled-in pagemap that stays pinned while registered.
+                let mapped = unsafe { bindings::memremap_pages(slot, bindings::numa_node_id()) };
+                if let Err(e) = from_err_ptr(mapped) {
+                    // SAFETY: The region was reserved above and nothing uses it.
+                    unsafe { release_region(res) };
+                    return Err(e);
+                }
+                Ok(())
+            }),
+            owner,
+        }? Error)
+    }
+
+    /// The pfns of the device pages, for the driver's allocator.
+    #[inline]
+    pub fn pfns(&self) -> Range<usize> {
+        let range = self.range();
+        // CAST: Physical addresses fit in `usize` on the 64-bit architectures with ZONE_DEVICE.
+        (range.start as usize / PAGE_SIZE)..((range.end as usize + 1) / PAGE_SIZE)
+    }
+
+    /// The physical address range of the device memory, `end` inclusive.
+    fn range(&self) -> bindings::range {
+        // SAFETY: The pagemap has one range, set before registration and not changed afterwards.
+        unsafe { *(*self.pgmap()).__bindgen_anon_1.range.as_ref() }
+    }
+
+    fn pgmap(&self) -> *mut bindings::dev_pagemap {
+        // SAFETY: `inner` is initialised; this only computes a field address.
+        unsafe { &raw mut (*self.inner.get()).pgmap }
+    }
+
+    /// The owner of the device pages, as given to HMM and migrations to find them.
+    #[inline]
+    pub fn owner(&self) -> DeviceOwner {
+        self.owner
+    }
+
+    /// Makes free device page `pfn` a new page carrying `data`, to be the destination of a
+    /// migration ([`Migration::set_dst`]).
+    ///
+    /// Fails with [`EINVAL`] if `pfn` is not a page of this pagemap.
+    ///
+    /// # Safety
+    ///
+    /// `pfn` is free: it was never used since the pagemap was registered, or [`folio_free`]
+    /// returned it; and no other thread makes it a new page at the same time. (The driver's
+    /// allocator of device pages guarantees this.)
+    ///
+    /// [`folio_free`]: DevicePrivate::folio_free
+    pub unsafe fn new_page(&self, pfn: usize, data: T::PageData) -> Result<NewDevicePage<'_, T>> {
+        if !self.pfns().contains(&pfn) {
+            return Err(EINVAL);
+        }
+        // SAFETY: `pfn` is a page of this pagemap, so it has a `struct page`.
+        let page = unsafe { bindings::pfn_to_page(pfn) };
+        // SAFETY: The page is free (safety requirements) and the pagemap registered: this gives
+        // it one reference and locks it.
+        unsafe { bindings::zone_device_page_init(page, self.pgmap(), 0) };
+        // SAFETY: The page was just initialised as a device-private page of ours.
+        unsafe { bindings::page_set_zone_device_data(page, data.into_foreign()) };
+        // INVARIANT: The page is locked, referenced once and carries `data`.
+        Ok(NewDevicePage {
+            // SAFETY: `pfn_to_page` does not return null for a valid pfn.
+            page: unsafe { NonNull::new_unchecked(page) },
+            _pagemap: PhantomData,
+        })
+    }
+
+    /// Borrows the data of device page `pfn`, if it is an allocated page of this pagemap.
+    ///
+    /// # Safety
+    ///
+    /// The page stays allocated (not freed through [`DevicePrivate::folio_free`]) for `'a`, for
+    /// instance because the caller holds it locked or referenced.
+    pub unsafe fn page_data<'a>(
+        &'a self,
+        pfn: usize,
+    ) -> Option<<T::PageData as ForeignOwnable>::Borrowed<'a>> {
+        if !self.pfns().contains(&pfn) {
+            return None;
+        }
+        // SAFETY: `pfn` is a page of this pagemap.
+        let data = unsafe { bindings::page_zone_device_data(bindings::pfn_to_page(pfn)) };
+        // SAFETY: An allocated page carries data from `into_foreign`, valid while it is
+        // allocated (safety requirements).
+        (!data.is_null()).then(|| unsafe { T::PageData::borrow(data) })
+    }
+
+    /// Collects the device pages `pfns` for migration back to system memory, without going
+    /// through the address spaces that map them (eviction).
+    ///
+    /// Fails with [`EINVAL`] if the pfns are not pages of this pagemap.
+    pub fn evict(&self, pfns: Range<usize>) -> Result<Migration<'_>> {
+        let own = self.pfns();
+        if pfns.start < own.start || pfns.end > own.end {
+            return Err(EINVAL);
+        }
+        // SAFETY: The pfns are pages of this pagemap, which stays registered while the returned
+        // migration borrows it.
+        unsafe { Migration::setup_device(pfns) }
+    }
+
+    /// # Safety
+    ///
+    /// `page` is a page of a pagemap registered by [`Pagemap::new`].
+    unsafe fn from_page<'a>(page: *const bindings::page) -> &'a Self {
+        // SAFETY: The page is a device page, so it has a pagemap.
+        let pgmap = unsafe { bindings::page_pgmap(page) };
+        // CAST: `pgmap` is the first field of the `#[repr(C)]` `Registration`.
+        let inner = pgmap.cast::<Registration>();
+        // SAFETY: Pagemaps with these callbacks are embedded in a `Pagemap<T>`, which outlives
+        // its pages.
+        unsafe { &*crate::container_of!(Opaque::cast_from(inner), Self, inner) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the core with a freed folio of a pagemap registered by [`Pagemap::new`].
+    unsafe extern "C" fn folio_free_callback(folio: *mut bindings::folio) {
+        // SAFETY: `folio` is a valid folio.
+        let page = unsafe { bindings::folio_page(folio, 0) };
+        // SAFETY: The folio belongs to a pagemap of ours.
+        let this = unsafe { Self::from_page(page) };
+        // SAFETY: `page` is valid.
+        let pfn = unsafe { bindings::page_to_pfn(page) };
+        // SAFETY: Allocated pages carry data from `into_foreign` (`new_page`); it is taken back
+        // exactly once, here, and cleared.
+        let data = unsafe {
+            let data = bindings::page_zone_device_data(page);
+            bindings::page_set_zone_device_data(page, core::ptr::null_mut());
+            T::PageData::from_foreign(data)
+        };
+        T::folio_free(this, pfn, data);
+    }
+
+    /// # Safety
+    ///
+    /// Called by the core with a CPU fault on a page of a pagemap registered by [`Pagemap::new`].
+    unsafe extern "C" fn migrate_to_ram_callback(
+        vmf: *mut bindings::vm_fault,
+    ) -> bindings::vm_fault_t {
+        // SAFETY: `vmf` is valid and its page is the faulting device page.
+        let page = unsafe { (*vmf).page };
+        // SAFETY: The page belongs to a pagemap of ours.
+        let this = unsafe { Self::from_page(page) };
+        // INVARIANT: `vmf` is the fault being handled.
+        let fault = CpuFault {
+            vmf,
+            _pagemap: PhantomData,
+        };
+        match T::migrate_to_ram(this, &fault) {
+            Ok(()) => 0,
+            // CAST: The `VM_FAULT_*` codes fit in `vm_fault_t`.
+            Err(e) if e == ENOMEM => bindings::vm_fault_reason_VM_FAULT_OOM as bindings::vm_fault_t,
+            Err(_) => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
+        }
+    }
+}
+
+impl<T: DevicePrivate> core::ops::Deref for Pagemap<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.data
+    }
+}
+
+#[pinned_drop]
+impl<T: DevicePrivate> PinnedDrop for Pagemap<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariants the pagemap is registered; this waits for its pages to
+        // be freed and unregisters it. Then the region it reserved is released.
+        unsafe {
+            bindings::memunmap_pages(self.pgmap());
+            release_region((*self.inner.get()).region);
+        }
+    }
+}
+
+/// Releases a region reserved with `request_free_mem_region`.
+///
+/// # Safety
+///
+/// `res` is a region of `iomem_resource` that the caller reserved and nothing uses any more.
+unsafe fn release_region(res: *mut bindings::resource) {
+    // SAFETY: `res` is a reserved region (safety requirements).
+    unsafe {
+        bindings::__release_region(
+            &raw mut bindings::iomem_resource,
+            (*res).start,
+            (*res).end - (*res).start + 1,
+        )
+    };
+}
+
+/// A free device page made new by [`Pagemap::new_page`], for a migration destination.
+///
+/// Dropping it unused frees it again, through [`DevicePrivate::folio_free`].
+///
+/// # Invariants
+///
+/// `page` is a locked device-private page of a `Pagemap<T>` that this object holds the only
+/// reference to, carrying page data.
+pub struct NewDevicePage<'a, T: DevicePrivate> {
+    page: NonNull<bindings::page>,
+    _pagemap: PhantomData<&'a Pagemap<T>>,
+}
+
+impl<T: DevicePrivate> NewDevicePage<'_, T> {
+    /// The pfn of the page.
+    #[inline]
+    pub fn pfn(&self) -> usize {
+        // SAFETY: By the type invariants the page is valid.
+        unsafe { bindings::page_to_pfn(self.page.as_ptr()) }
+    }
+}
+
+// SAFETY: By the type invariants the page is locked and referenced; `forget` gives the reference
+// up.
+unsafe impl<T: DevicePrivate> Destination for NewDevicePage<'_, T> {
+    fn into_locked_page(self) -> NonNull<bindings::page> {
+        let page = self.page;
+        core::mem::forget(self);
+        page
+    }
+}
+
+impl<T: DevicePrivate> Drop for NewDevicePage<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants the page is locked and we hold its only reference:
+        // dropping it frees the page through `folio_free`.
+        unsafe {
+            bindings::unlock_page(self.page.as_ptr());
+            bindings::put_page(self.page.as_ptr());
+        }
+    }
+}
+
+/// A CPU fault on a device page, given to [`DevicePrivate::migrate_to_ram`].
+///
+/// # Invariants
+///
+/// `vmf` is the fault being handled: its VMA is valid under the mmap or VMA lock, and its page is
+/// a locked, referenced device page of a `Pagemap<T>`.
+pub struct CpuFault<'a, T: DevicePrivate> {
+    vmf: *mut bindings::vm_fault,
+    _pagemap: PhantomData<&'a Pagemap<T>>,
+}
+
+impl<'a, T: DevicePrivate> CpuFault<'a, T> {
+    /// The faulting address, page-aligned.
+    #[inline]
+    pub fn address(&self) -> usize {
+        // SAFETY: By the type invariants `vmf` is valid.
+        unsafe { (*self.vmf).__bindgen_anon_1.address }
+    }
+
+    /// The span of the faulting VMA.
+    #[inline]
+    pub fn vma_span(&self) -> Range<usize> {
+        // SAFETY: By the type invariants the VMA is valid under the lock held by the fault.
+        let vma = unsafe { crate::mm::virt::VmaRef::from_raw((*self.vmf).__bindgen_anon_1.vma) };
+        vma.start()..vma.end()
+    }
+
+    /// The pfn of the faulting device page.
+    #[inline]
+    pub fn pfn(&self) -> usize {
+        // SAFETY: By the type invariants the page is valid.
+        unsafe { bindings::page_to_pfn((*self.vmf).page) }
+    }
+
+    /// The data of the faulting device page.
+    #[inline]
+    pub fn page_data(
+        &self,
+        pagemap: &'a Pagemap<T>,
+    ) -> Option<<T::PageData as ForeignOwnable>::Borrowed<'a>> {
+        // SAFETY: The faulting page is locked and referenced for the duration of the fault.
+        unsafe { pagemap.page_data(self.pfn()) }
+    }
+
+    /// Collects the device pages of `pagemap` in `range` (which must contain the faulting
+    /// address and lie in its VMA, [`EINVAL`] otherwise) for migration back to system memory.
+    pub fn migrate(&self, pagemap: &Pagemap<T>, range: Range<usize>) -> Result<Migration<'_>> {
+        let addr = self.address();
+        let span = self.vma_span();
+        if range.start > addr
+            || range.end <= addr
+            || range.start % PAGE_SIZE != 0
+            || range.end % PAGE_SIZE != 0
+            || range.start < span.start
+            || range.end > span.end
+        {
+            return Err(EINVAL);
+        }
+        // SAFETY: By the type invariants the VMA is valid under the fault's lock for the borrow
+        // of `self`, and the page is the locked faulting page.
+        unsafe {
+            Migration::setup_raw(
+                (*self.vmf).__bindgen_anon_1.vma,
+                range,
+                Select::DEVICE_PRIVATE,
+                pagemap.owner(),
+                (*self.vmf).page,
+            )
+        }
+    }
+}
+
+#[cfg(CONFIG_RUST_MM_KUNIT_TEST)]
+#[macros::kunit_tests(rust_mm_device_private)]
+mod tests {
+    use super::*;
+    use crate::{
+        c_str,
+        mm::{
+            migrate::SystemPage,
+            test_mm::UserMapping, //
+        },
+        page::Page,
+        sync::{
+            atomic::{
+                Atomic,
+                Relaxed, //
+            },
+            new_spinlock,
+            SpinLock, //
+        },
+    };
+
+    /// 2 MiB of simulated device memory.
+    const NPAGES: usize = 512;
+
+    static OWNER: u8 = 0;
+
+    /// Simulated VRAM: each device page is backed by a system page, and counts its callbacks.
+    #[pin_data]
+    struct Vram {
+        backing: KVec<Page>,
+        #[pin]
+        used: SpinLock<KVec<bool>>,
+        cpu_faults: Atomic<u32>,
+        frees: Atomic<u32>,
+        bad_data: Atomic<u32>,
+    }
+
+    impl Vram {
+        fn new() -> Result<impl PinInit<Self, Error>> {
+            let mut backing = KVec::with_capacity(NPAGES, GFP_KERNEL)?;
+            let mut used = KVec::with_capacity(NPAGES, GFP_KERNEL)?;
+            for _ in 0..NPAGES {
+                backing.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
+                used.push(false, GFP_KERNEL)?;
+            }
+            Ok(try_pin_init!(Vram {
+                backing,
+                used <- new_spinlock!(used),
+                cpu_faults: Atomic::new(0),
+                frees: Atomic::new(0),
+                bad_data: Atomic::new(0),
+            }? Error))
+        }
+
+        fn alloc(&self) -> Option<usize> {
+            let mut used = self.used.lock();
+            let idx = used.iter().position(|u| !u)?;
+            used[idx] = true;
+            Some(idx)
+        }
+    }
+
+    impl DevicePrivate for Vram {
+        type PageData = KBox<usize>;
+
+        fn migrate_to_ram(pm: &Pagemap<Self>, fault: &CpuFault<'_, Self>) -> Result {
+            pm.cpu_faults.fetch_add(1, Relaxed);
+            let addr = fault.address();
+            let idx = fault.pfn() - pm.pfns().start;
+            if fault.page_data(pm).copied() != Some(idx) {
+                pm.bad_data.fetch_add(1, Relaxed);
+            }
+            let mut mig = fault.migrate(pm, addr..addr + PAGE_SIZE)?;
+            if mig.src(0).can_migrate() {
+                let dst = SystemPage::alloc()?;
+                copy(&dst.page(), &pm.backing[idx])?;
+                mig.set_dst(0, dst)?;
+            }
+            mig.pages();
+            Ok(())
+        }
+
+        fn folio_free(pm: &Pagemap<Self>, pfn: usize, data: KBox<usize>) {
+            let idx = pfn - pm.pfns().start;
+            if *data != idx {
+                pm.bad_data.fetch_add(1, Relaxed);
+            }
+            pm.used.lock()[idx] = false;
+            pm.frees.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn copy(dst: &Page, src: &Page) -> Result {
+        let mut buf = KVec::<u8>::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
+        buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
+        // SAFETY: `buf` is valid for reads and writes of `PAGE_SIZE` bytes.
+        unsafe {
+            src.read_raw(buf.as_mut_ptr(), 0, PAGE_SIZE)?;
+            dst.write_raw(buf.as_ptr(), 0, PAGE_SIZE)
+        }
+    }
+
+    fn vram() -> Result<Pin<KBox<Pagemap<Vram>>>> {
+        KBox::pin_init(
+            Pagemap::new(
+                NPAGES * PAGE_SIZE,
+                DeviceOwner::from_ref(&OWNER),
+                c_str!("rust_mm_test_vram"),
+                Vram::new()?,
+            ),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Migrates `count` pages from page `first` of `map` to device memory, returning how many
+    /// moved.
+    fn to_device(
+        pm: &Pagemap<Vram>,
+        map: &UserMapping,
+        first: usize,
+        count: usize,
+    ) -> Result<usize> {
+        let mmap = map.mm().mmap_read_lock();
+        let vma = mmap.vma_lookup(map.addr(first)).ok_or(EFAULT)?;
+        let range = map.addr(first)..map.addr(first + count);
+        let mut mig = Migration::setup(vma, range, Select::SYSTEM, pm.owner())?;
+        for i in 0..mig.npages() {
+            if !mig.src(i).can_migrate() {
+                continue;
+            }
+            let idx = pm.alloc().ok_or(ENOMEM)?;
+            match mig.system_page(i) {
+                Some(src) => copy(&pm.backing[idx], &src)?,
+                // SAFETY: The backing page of a free device page is not used by anyone.
+                None => unsafe { pm.backing[idx].fill_zero_raw(0, PAGE_SIZE)? },
+            }
+            // SAFETY: `idx` was just taken from the free pages.
+            let page = unsafe { pm.new_page(pm.pfns().start + idx, KBox::new(idx, GFP_KERNEL)?)? };
+            mig.set_dst(i, page)?;
+        }
+        let moved = mig.pages().count();
+        Ok(moved)
+    }
+
+    /// Migrates every used device page back to system memory by pfn.
+    fn evict(pm: &Pagemap<Vram>) -> Result<usize> {
+        let mut mig = pm.evict(pm.pfns())?;
+        for i in 0..mig.npages() {
+            let src = mig.src(i);
+            if !src.can_migrate() {
+                continue;
+            }
+            let idx = src.pfn().ok_or(EINVAL)? - pm.pfns().start;
+            let dst = SystemPage::alloc()?;
+            copy(&dst.page(), &pm.backing[idx])?;
+            mig.set_dst(i, dst)?;
+        }
+        Ok(mig.pages().count())
+    }
+
+    /// Fills page `i` of `map` with the byte `i + 1`.
+    fn fill(map: &UserMapping, pages: usize) -> Result {
+        for i in 0..pages {
+            map.write(i * PAGE_SIZE, &[i as u8 + 1; PAGE_SIZE])?;
+        }
+        Ok(())
+    }
+
+    /// Counts the bytes of `map` that differ from what `fill` wrote.
+    fn bad_bytes(map: &UserMapping, pages: usize) -> Result<usize> {
+        let mut bad = 0;
+        let mut buf = [0u8; 512];
+        for i in 0..pages {
+            for off in (0..PAGE_SIZE).step_by(buf.len()) {
+                map.read(i * PAGE_SIZE + off, &mut buf)?;
+                bad += buf.iter().filter(|&&b| b != i as u8 + 1).count();
+            }
+        }
+        Ok(bad)
+    }
+
+    #[test]
+    fn registers_device_memory() -> Result {
+        let pm = vram()?;
+        assert_eq!(pm.pfns().end - pm.pfns().start, NPAGES);
+        assert_eq!(pm.owner(), DeviceOwner::from_ref(&OWNER));
+        // A page outside the pagemap is refused.
+        // SAFETY: The pfn is rejected before it is used.
+        assert!(unsafe { pm.new_page(pm.pfns().end, KBox::new(0, GFP_KERNEL)?) }.is_err());
+        assert!(pm.evict(pm.pfns().start..pm.pfns().end + 1).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn unused_new_page_is_freed() -> Result {
+        let pm = vram()?;
+        let idx = pm.alloc().ok_or(ENOMEM)?;
+        // SAFETY: `idx` was just taken from the free pages.
+        let page = unsafe { pm.new_page(pm.pfns().start + idx, KBox::new(idx, GFP_KERNEL)?)? };
+        assert_eq!(page.pfn(), pm.pfns().start + idx);
+        drop(page);
+        assert_eq!(pm.frees.load(Relaxed), 1);
+        assert_eq!(pm.bad_data.load(Relaxed), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn round_trip_through_cpu_faults() -> Result {
+        let pm = vram()?;
+        let map = UserMapping::new(16)?;
+        fill(&map, 16)?;
+
+        assert_eq!(to_device(&pm, &map, 0, 16)?, 16);
+        assert_eq!(pm.frees.load(Relaxed), 0);
+        // The CPU reads every page back through `migrate_to_ram`.
+        assert_eq!(bad_bytes(&map, 16)?, 0);
+        assert_eq!(pm.cpu_faults.load(Relaxed), 16);
+        // Each device page was freed once, with its own data.
+        assert_eq!(pm.frees.load(Relaxed), 16);
+        assert_eq!(pm.bad_data.load(Relaxed), 0);
+        // Back in system memory: no more faults.
+        assert_eq!(bad_bytes(&map, 16)?, 0);
+        assert_eq!(pm.cpu_faults.load(Relaxed), 16);
+        Ok(())
+    }
+
+    #[test]
+    fn holes_and_partial_ranges() -> Result {
+        let pm = vram()?;
+        let map = UserMapping::new(8)?;
+        // Pages 0..4 touched, 4..8 never: holes migrate as zeroed device pages.
+        fill(&map, 4)?;
+        assert_eq!(to_device(&pm, &map, 2, 4)?, 4);
+        let mut buf = [0xffu8; 16];
+        map.read(5 * PAGE_SIZE, &mut buf)?;
+        assert_eq!(buf, [0u8; 16]);
+        assert_eq!(bad_bytes(&map, 4)?, 0);
+        assert_eq!(pm.cpu_faults.load(Relaxed), 3);
+        map.unmap(0, 8)?;
+        assert_eq!(pm.frees.load(Relaxed), 4);
+        Ok(())
+    }
+
+    #[test]
+    fn evict_without_the_mm() -> Result {
+        let pm = vram()?;
+        let map = UserMapping::new(8)?;
+        fill(&map, 8)?;
+        assert_eq!(to_device(&pm, &map, 0, 8)?, 8);
+
+        assert_eq!(evict(&pm)?, 8);
+        assert_eq!(pm.frees.load(Relaxed), 8);
+        // The data is back in system memory without any CPU fault.
+        assert_eq!(bad_bytes(&map, 8)?, 0);
+        assert_eq!(pm.cpu_faults.load(Relaxed), 0);
+        assert_eq!(pm.bad_data.load(Relaxed), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn munmap_frees_device_pages() -> Result {
+        let pm = vram()?;
+        let map = UserMapping::new(8)?;
+        fill(&map, 8)?;
+        assert_eq!(to_device(&pm, &map, 0, 8)?, 8);
+        map.unmap(0, 8)?;
+        assert_eq!(pm.frees.load(Relaxed), 8);
+        assert_eq!(pm.cpu_faults.load(Relaxed), 0);
+        assert_eq!(pm.bad_data.load(Relaxed), 0);
+        Ok(())
+    }
+}
