@@ -34,3 +34,8 @@ __rust_helper void rust_helper_put_page(struct page *page)
 {
 	put_page(page);
 }
+
+__rust_helper void rust_helper_folio_put(struct folio *folio)
+{
+	folio_put(folio);
+}

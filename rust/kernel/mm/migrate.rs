@@ -296,6 +296,29 @@ impl<'a> Migration<'a> {
         })
     }
 
+    /// Collects the device pages `pfns` (in any order, not necessarily contiguous) for migration,
+    /// without an address space.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Migration::setup_device`].
+    pub(crate) unsafe fn setup_device_pfns(pfns: &[usize]) -> Result<Migration<'static>> {
+        if pfns.is_empty() {
+            return Err(EINVAL);
+        }
+        let mut src = KVec::with_capacity(pfns.len(), GFP_KERNEL)?;
+        src.extend_from_slice(pfns, GFP_KERNEL)?;
+        let dst = Self::zeroed_pfns(pfns.len())?;
+        // SAFETY: `src` holds `pfns.len()` device pfns, as `migrate_device_pfns` expects.
+        to_result(unsafe { bindings::migrate_device_pfns(src.as_mut_ptr(), pfns.len()) })?;
+        // INVARIANT: Setup succeeded.
+        Ok(Migration {
+            source: Source::Device,
+            src,
+            dst,
+        })
+    }
+
     /// The number of pages of the migration.
     #[inline]
     pub fn npages(&self) -> usize {

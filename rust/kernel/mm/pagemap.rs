@@ -252,6 +252,18 @@ impl<T: DevicePrivate> Pagemap<T> {
         unsafe { Migration::setup_device(pfns) }
     }
 
+    /// Like [`Pagemap::evict`], for any set of pages of this pagemap, such as the pages of one
+    /// allocation.
+    pub fn evict_pfns(&self, pfns: &[usize]) -> Result<Migration<'_>> {
+        let own = self.pfns();
+        if !pfns.iter().all(|pfn| own.contains(pfn)) {
+            return Err(EINVAL);
+        }
+        // SAFETY: The pfns are pages of this pagemap, which stays registered while the returned
+        // migration borrows it.
+        unsafe { Migration::setup_device_pfns(pfns) }
+    }
+
     /// # Safety
     ///
     /// `page` is a page of a pagemap registered by [`Pagemap::new`].
@@ -605,9 +617,8 @@ mod tests {
         Ok(moved)
     }
 
-    /// Migrates every used device page back to system memory by pfn.
-    fn evict(pm: &Pagemap<Vram>) -> Result<usize> {
-        let mut mig = pm.evict(pm.pfns())?;
+    /// Migrates the device pages of `mig` back to system memory.
+    fn evict(pm: &Pagemap<Vram>, mut mig: Migration<'_>) -> Result<usize> {
         for i in 0..mig.npages() {
             let src = mig.src(i);
             if !src.can_migrate() {
@@ -651,6 +662,8 @@ mod tests {
         // SAFETY: The pfn is rejected before it is used.
         assert!(unsafe { pm.new_page(pm.pfns().end, KBox::new(0, GFP_KERNEL)?) }.is_err());
         assert!(pm.evict(pm.pfns().start..pm.pfns().end + 1).is_err());
+        assert!(pm.evict_pfns(&[pm.pfns().start, pm.pfns().end]).is_err());
+        assert!(pm.evict_pfns(&[]).is_err());
         Ok(())
     }
 
@@ -711,7 +724,11 @@ mod tests {
         fill(&map, 8)?;
         assert_eq!(to_device(&pm, &map, 0, 8)?, 8);
 
-        assert_eq!(evict(&pm)?, 8);
+        // Two scattered pages by pfn first, then the whole pagemap by range.
+        let start = pm.pfns().start;
+        assert_eq!(evict(&pm, pm.evict_pfns(&[start + 5, start + 1])?)?, 2);
+        assert_eq!(pm.frees.load(Relaxed), 2);
+        assert_eq!(evict(&pm, pm.evict(pm.pfns())?)?, 6);
         assert_eq!(pm.frees.load(Relaxed), 8);
         // The data is back in system memory without any CPU fault.
         assert_eq!(bad_bytes(&map, 8)?, 0);

@@ -86,6 +86,26 @@ impl UserMapping {
         to_result(unsafe { bindings::vm_munmap(self.addr(page), count * PAGE_SIZE) })
     }
 
+    /// Changes the protection of `count` pages from page `page` on (`mprotect`).
+    ///
+    /// The kernel has no in-kernel mprotect API, so this enters the system call as userspace
+    /// does, on the current task (the test kthread, whose mm this mapping is in).
+    #[cfg(CONFIG_X86_64)]
+    pub(crate) fn mprotect(&self, page: usize, count: usize, prot: u32) -> Result {
+        extern "C" {
+            fn __x64_sys_mprotect(regs: *const bindings::pt_regs) -> c_long;
+        }
+        // SAFETY: All-zero is a valid `pt_regs`.
+        let mut regs: bindings::pt_regs = unsafe { core::mem::zeroed() };
+        regs.di = self.addr(page);
+        regs.si = count * PAGE_SIZE;
+        regs.dx = prot as usize;
+        // SAFETY: The system call reads its arguments from `regs`, and acts on the current mm.
+        let ret = unsafe { __x64_sys_mprotect(&regs) };
+        // CAST: System calls return 0 or a negative error code.
+        to_result(ret as c_int)
+    }
+
     /// Drops the pages of `count` pages from page `page` on (`MADV_DONTNEED`).
     pub(crate) fn dontneed(&self, page: usize, count: usize) -> Result {
         // SAFETY: The mm of the test case has a user (the test kthread).
