@@ -100,63 +100,26 @@ impl Drop for ExclusivePage<'_> {
 #[macros::kunit_tests(rust_mm_device_exclusive)]
 mod tests {
     use super::*;
-    use crate::{
-        mm::{
-            mmu_notifier::{
-                Event,
-                IntervalNotifier,
-                Invalidate,
-                NotifierRange,
-                PendingSeq,
-                SeqSet,
-                WouldBlock, //
-            },
-            test_mm::UserMapping,
-        },
-        sync::{
-            new_mutex,
-            Mutex, //
+    use crate::mm::{
+        mmu_notifier::Event,
+        test_mm::{
+            Recorder,
+            Seen,
+            UserMapping, //
         },
     };
 
     static OWNER: u8 = 0;
 
-    /// Invalidations of the page: (event, caused by us), in order.
-    #[pin_data]
-    struct Watch {
-        #[pin]
-        seen: Mutex<KVec<(Event, bool)>>,
-    }
-
-    impl Invalidate for Watch {
-        fn invalidate<'a>(
-            &self,
-            range: &NotifierRange,
-            seq: PendingSeq<'a>,
-        ) -> Result<SeqSet<'a>, WouldBlock> {
-            range.check_blockable()?;
-            let ours = range.owner() == Some(DeviceOwner::from_ref(&OWNER));
-            // Capacity is reserved up front: no allocation here.
-            let _ = self.seen.lock().push_within_capacity((range.event(), ours));
-            Ok(seq.set())
-        }
+    fn ours(seen: &Seen) -> bool {
+        seen.owner == Some(DeviceOwner::from_ref(&OWNER))
     }
 
     #[test]
     fn cpu_write_revokes_exclusive_access() -> Result {
         let map = UserMapping::new(2)?;
         map.write(0, &[5u8; 64])?;
-        let n = KBox::pin_init(
-            IntervalNotifier::new(
-                map.mm(),
-                map.addr(0),
-                map.len(),
-                try_pin_init!(Watch {
-                    seen <- new_mutex!(KVec::with_capacity(16, GFP_KERNEL)?),
-                }? Error),
-            ),
-            GFP_KERNEL,
-        )?;
+        let n = Recorder::insert(&map, 0, 2)?;
 
         {
             let mmap = map.mm().mmap_read_lock();
@@ -168,19 +131,18 @@ mod tests {
             assert_eq!(byte[0], 5);
         }
         // Taking the page made an invalidation marked as ours.
-        assert_eq!(
-            n.seen.lock().last().copied(),
-            Some((Event::Exclusive, true))
-        );
-        let before = n.seen.lock().len();
+        let last = n.last().ok_or(EINVAL)?;
+        assert_eq!(last.event, Event::Exclusive);
+        assert!(ours(&last));
+        let before = n.calls();
 
         // The CPU writes: its access to the page is restored, revoking the device's, and the
         // notifier sees it as an invalidation that is not ours.
         map.write(0, &[6u8; 1])?;
-        let seen = n.seen.lock();
-        assert!(seen.len() > before);
-        assert!(seen[before..].iter().all(|&(_, ours)| !ours));
-        drop(seen);
+        let log = n.log.lock();
+        assert!(log.calls > before);
+        assert!(log.seen[before..].iter().all(|seen| !ours(seen)));
+        drop(log);
         let mut buf = [0u8; 2];
         map.read(0, &mut buf)?;
         assert_eq!(buf, [6, 5]);

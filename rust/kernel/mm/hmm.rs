@@ -285,57 +285,20 @@ pub fn range_fault<T: Invalidate>(
 #[macros::kunit_tests(rust_mm_hmm)]
 mod tests {
     use super::*;
-    use crate::mm::{
-        mmu_notifier::{
-            NotifierRange,
-            PendingSeq,
-            SeqSet,
-            WouldBlock, //
-        },
-        test_mm::UserMapping,
-    };
-    use crate::sync::{
-        new_mutex,
-        Mutex, //
+    use crate::mm::test_mm::{
+        Recorder,
+        UserMapping, //
     };
 
-    #[pin_data]
-    struct Mirror {
-        #[pin]
-        lock: Mutex<()>,
-    }
-
-    impl Invalidate for Mirror {
-        fn invalidate<'a>(
-            &self,
-            range: &NotifierRange,
-            seq: PendingSeq<'a>,
-        ) -> Result<SeqSet<'a>, WouldBlock> {
-            range.check_blockable()?;
-            let _guard = self.lock.lock();
-            Ok(seq.set())
-        }
-    }
-
-    fn mirror(map: &UserMapping) -> Result<Pin<KBox<IntervalNotifier<Mirror>>>> {
-        KBox::pin_init(
-            IntervalNotifier::new(
-                map.mm(),
-                map.addr(0),
-                map.len(),
-                pin_init!(Mirror {
-                    lock <- new_mutex!(()),
-                }),
-            ),
-            GFP_KERNEL,
-        )
+    fn mirror(map: &UserMapping) -> Result<Pin<KBox<IntervalNotifier<Recorder>>>> {
+        Recorder::insert(map, 0, map.len() / PAGE_SIZE)
     }
 
     /// Faults `pfns.len()` pages from page `first` of `map`, retrying on `EBUSY` as the callers
     /// are told to, and checks the result is still valid.
     fn fault(
         map: &UserMapping,
-        n: &IntervalNotifier<Mirror>,
+        n: &IntervalNotifier<Recorder>,
         first: usize,
         pfns: &mut [HmmPfn],
         request: Request,
@@ -354,7 +317,7 @@ mod tests {
                 continue;
             }
             res?;
-            let _guard = n.lock.lock();
+            let _guard = n.log.lock();
             if !n.read_retry(&seq) {
                 return Ok(());
             }

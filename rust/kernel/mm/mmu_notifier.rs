@@ -429,75 +429,22 @@ impl<T: Invalidate> PinnedDrop for IntervalNotifier<T> {
 #[macros::kunit_tests(rust_mm_interval_notifier)]
 mod tests {
     use super::*;
-    use crate::{
-        mm::test_mm::UserMapping,
-        sync::{
-            new_mutex,
-            Mutex, //
-        },
+    use crate::mm::test_mm::{
+        Recorder,
+        UserMapping, //
     };
 
-    /// What the callback saw: the number of calls and the last range and event.
-    #[derive(Default)]
-    struct Log {
-        calls: usize,
-        last: Option<(Range<usize>, Event)>,
-    }
-
-    #[pin_data]
-    struct Recorder {
-        #[pin]
-        log: Mutex<Log>,
-    }
-
-    impl Invalidate for Recorder {
-        fn invalidate<'a>(
-            &self,
-            range: &NotifierRange,
-            seq: PendingSeq<'a>,
-        ) -> Result<SeqSet<'a>, WouldBlock> {
-            range.check_blockable()?;
-            let mut log = self.log.lock();
-            log.calls += 1;
-            log.last = Some((range.span(), range.event()));
-            Ok(seq.set())
-        }
-    }
-
-    /// A recorder over pages `first..first + count` of `map`.
-    fn recorder(
-        map: &UserMapping,
-        first: usize,
-        count: usize,
-    ) -> Result<Pin<KBox<IntervalNotifier<Recorder>>>> {
-        KBox::pin_init(
-            IntervalNotifier::new(
-                map.mm(),
-                map.addr(first),
-                map.addr(first + count) - map.addr(first),
-                pin_init!(Recorder {
-                    log <- new_mutex!(Log::default()),
-                }),
-            ),
-            GFP_KERNEL,
-        )
-    }
-
-    fn calls(n: &IntervalNotifier<Recorder>) -> usize {
-        n.log.lock().calls
-    }
-
     fn last(n: &IntervalNotifier<Recorder>) -> Option<(Range<usize>, Event)> {
-        n.log.lock().last.clone()
+        n.last().map(|seen| (seen.span, seen.event))
     }
 
     #[test]
     fn span_and_mm() -> Result {
         let map = UserMapping::new(4)?;
-        let n = recorder(&map, 1, 2)?;
+        let n = Recorder::insert(&map, 1, 2)?;
         assert_eq!(n.span(), map.addr(1)..map.addr(3));
         assert!(core::ptr::eq(n.mm().as_raw(), map.mm().as_raw()));
-        assert_eq!(calls(&n), 0);
+        assert_eq!(n.calls(), 0);
         Ok(())
     }
 
@@ -510,7 +457,10 @@ mod tests {
                 usize::MAX - 4095,
                 8192,
                 pin_init!(Recorder {
-                    log <- new_mutex!(Log::default()),
+                    log <- crate::sync::new_mutex!(crate::mm::test_mm::Log {
+                        calls: 0,
+                        seen: KVec::new(),
+                    }),
                 }),
             ),
             GFP_KERNEL,
@@ -523,15 +473,15 @@ mod tests {
     fn munmap_fires_unmap() -> Result {
         let map = UserMapping::new(4)?;
         map.write(0, &[1u8; 4 * 4096])?;
-        let n = recorder(&map, 1, 2)?;
+        let n = Recorder::insert(&map, 1, 2)?;
 
         // Outside the span: no callback.
         map.unmap(0, 1)?;
         map.unmap(3, 1)?;
-        assert_eq!(calls(&n), 0);
+        assert_eq!(n.calls(), 0);
 
         map.unmap(1, 2)?;
-        assert!(calls(&n) >= 1);
+        assert!(n.calls() >= 1);
         let (span, event) = last(&n).ok_or(EINVAL)?;
         assert_eq!(event, Event::Unmap);
         assert!(span.start <= map.addr(1) && span.end >= map.addr(3));
@@ -542,13 +492,13 @@ mod tests {
     fn dontneed_fires_clear() -> Result {
         let map = UserMapping::new(4)?;
         map.write(0, &[2u8; 4 * 4096])?;
-        let n = recorder(&map, 2, 1)?;
+        let n = Recorder::insert(&map, 2, 1)?;
 
         map.dontneed(0, 2)?;
-        assert_eq!(calls(&n), 0);
+        assert_eq!(n.calls(), 0);
 
         map.dontneed(2, 1)?;
-        assert_eq!(calls(&n), 1);
+        assert_eq!(n.calls(), 1);
         assert_eq!(last(&n), Some((map.addr(2)..map.addr(3), Event::Clear)));
 
         // The data is gone: anonymous memory reads back as zeroes.
@@ -563,13 +513,13 @@ mod tests {
     fn mprotect_fires_protection_vma() -> Result {
         let map = UserMapping::new(4)?;
         map.write(0, &[4u8; 4 * 4096])?;
-        let n = recorder(&map, 2, 2)?;
+        let n = Recorder::insert(&map, 2, 2)?;
 
         map.mprotect(0, 2, bindings::PROT_READ)?;
-        assert_eq!(calls(&n), 0);
+        assert_eq!(n.calls(), 0);
 
         map.mprotect(2, 2, bindings::PROT_READ)?;
-        assert!(calls(&n) >= 1);
+        assert!(n.calls() >= 1);
         let (span, event) = last(&n).ok_or(EINVAL)?;
         assert_eq!(event, Event::ProtectionVma);
         assert!(span.start <= map.addr(2) && span.end >= map.addr(4));
@@ -583,7 +533,7 @@ mod tests {
     fn read_retry_sees_invalidation() -> Result {
         let map = UserMapping::new(4)?;
         map.write(0, &[3u8; 4 * 4096])?;
-        let n = recorder(&map, 0, 2)?;
+        let n = Recorder::insert(&map, 0, 2)?;
 
         let seq = n.read_begin();
         // A change outside the span leaves the read section valid.

@@ -8,14 +8,31 @@
 use crate::{
     bindings,
     error::to_result,
-    mm::MmWithUser,
+    mm::{
+        mmu_notifier::{
+            Event,
+            IntervalNotifier,
+            Invalidate,
+            NotifierRange,
+            PendingSeq,
+            SeqSet,
+            WouldBlock, //
+        },
+        DeviceOwner,
+        MmWithUser, //
+    },
     page::PAGE_SIZE,
     prelude::*,
+    sync::{
+        new_mutex,
+        Mutex, //
+    },
     uaccess::{
         UserPtr,
         UserSlice, //
     },
 };
+use core::ops::Range;
 
 /// Anonymous private read-write memory of the test's address space, unmapped by KUnit at the
 /// end of the test case.
@@ -117,5 +134,78 @@ impl UserMapping {
                 bindings::MADV_DONTNEED as c_int,
             )
         })
+    }
+}
+
+/// An invalidation seen by a [`Recorder`].
+#[derive(Clone, PartialEq, Debug)]
+pub(crate) struct Seen {
+    pub(crate) span: Range<usize>,
+    pub(crate) event: Event,
+    pub(crate) owner: Option<DeviceOwner>,
+}
+
+/// What the invalidations of a [`Recorder`] were: the first ones, and how many.
+pub(crate) struct Log {
+    pub(crate) calls: usize,
+    pub(crate) seen: KVec<Seen>,
+}
+
+/// A notifier callback that records the invalidations it sees, under the lock that readers also
+/// take around `read_retry`.
+#[pin_data]
+pub(crate) struct Recorder {
+    #[pin]
+    pub(crate) log: Mutex<Log>,
+}
+
+impl Invalidate for Recorder {
+    fn invalidate<'a>(
+        &self,
+        range: &NotifierRange,
+        seq: PendingSeq<'a>,
+    ) -> Result<SeqSet<'a>, WouldBlock> {
+        range.check_blockable()?;
+        let mut log = self.log.lock();
+        log.calls += 1;
+        // The capacity is reserved up front: the callback must not allocate.
+        let _ = log.seen.push_within_capacity(Seen {
+            span: range.span(),
+            event: range.event(),
+            owner: range.owner(),
+        });
+        Ok(seq.set())
+    }
+}
+
+impl Recorder {
+    /// A notifier with a recorder over pages `first..first + count` of `map`.
+    pub(crate) fn insert(
+        map: &UserMapping,
+        first: usize,
+        count: usize,
+    ) -> Result<Pin<KBox<IntervalNotifier<Recorder>>>> {
+        let seen = KVec::with_capacity(64, GFP_KERNEL)?;
+        KBox::pin_init(
+            IntervalNotifier::new(
+                map.mm(),
+                map.addr(first),
+                count * PAGE_SIZE,
+                pin_init!(Recorder {
+                    log <- new_mutex!(Log { calls: 0, seen }),
+                }),
+            ),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The number of invalidations seen.
+    pub(crate) fn calls(&self) -> usize {
+        self.log.lock().calls
+    }
+
+    /// The last invalidation recorded.
+    pub(crate) fn last(&self) -> Option<Seen> {
+        self.log.lock().seen.last().cloned()
     }
 }
