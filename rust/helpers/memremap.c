@@ -28,3 +28,32 @@ __rust_helper int rust_helper_numa_node_id(void)
 {
 	return numa_node_id();
 }
+
+__rust_helper struct folio *rust_helper_page_folio(struct page *page)
+{
+	return page_folio(page);
+}
+
+__rust_helper unsigned int rust_helper_folio_order(const struct folio *folio)
+{
+	return folio_order(folio);
+}
+
+__rust_helper void rust_helper_zone_device_folio_init(struct folio *folio,
+						      struct dev_pagemap *pgmap,
+						      unsigned int order)
+{
+	zone_device_folio_init(folio, pgmap, order);
+}
+
+/*
+ * For a folio_split callback: what the core does itself to a folio cut from
+ * a device-private folio when the pagemap has no folio_split callback
+ * (zone_device_private_split_cb()).
+ */
+__rust_helper void rust_helper_zone_device_folio_split_init(struct folio *head,
+							    struct folio *tail)
+{
+	tail->pgmap = head->pgmap;
+	tail->page.mapping = head->page.mapping;
+}

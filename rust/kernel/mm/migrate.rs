@@ -61,7 +61,15 @@ impl Select {
     /// Device-coherent pages of the migration's owner.
     pub const DEVICE_COHERENT: Self =
         Self(bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_DEVICE_COHERENT as c_ulong);
+    /// Collects a PMD-mapped large folio (or an aligned PMD-sized hole) as one entry covering
+    /// [`PMD_ORDER`] pages, which can move to a destination folio of that order; without it,
+    /// large folios are split first.
+    pub const COMPOUND: Self =
+        Self(bindings::migrate_vma_direction_MIGRATE_VMA_SELECT_COMPOUND as c_ulong);
 }
+
+/// The order of a PMD-sized folio, the size of a [`Select::COMPOUND`] entry.
+pub const PMD_ORDER: u32 = bindings::PMD_SHIFT - crate::page::PAGE_SHIFT as u32;
 
 impl core::ops::BitOr for Select {
     type Output = Self;
@@ -115,18 +123,19 @@ impl MigratePfn {
     }
 }
 
-/// A destination page of a [`Migration`]: locked, with one reference that the migration takes.
+/// A destination of a [`Migration`]: a locked folio, with one reference that the migration takes.
 ///
-/// Implemented by [`SystemPage`] and by the new device-private pages of
+/// Implemented by [`SystemPage`] and by the new device-private folios of
 /// [`Pagemap`](crate::mm::pagemap::Pagemap).
 ///
 /// # Safety
 ///
-/// [`Destination::into_locked_page`] returns a valid page that is locked and unmapped, and gives
-/// up one reference to it to the caller.
+/// [`Destination::into_locked_folio`] returns the first page of a valid folio of the given order
+/// that is locked and unmapped, and gives up one reference to it to the caller.
 pub unsafe trait Destination {
-    /// The locked page whose reference moves into the migration.
-    fn into_locked_page(self) -> NonNull<bindings::page>;
+    /// The first page and the order of the locked folio whose reference moves into the
+    /// migration.
+    fn into_locked_folio(self) -> (NonNull<bindings::page>, u32);
 }
 
 /// A new system memory page, locked, for a migration back to system memory.
@@ -163,10 +172,10 @@ impl SystemPage {
 // SAFETY: By the type invariants the page is locked and referenced; `forget` gives the reference
 // up.
 unsafe impl Destination for SystemPage {
-    fn into_locked_page(self) -> NonNull<bindings::page> {
+    fn into_locked_folio(self) -> (NonNull<bindings::page>, u32) {
         let page = self.page;
         core::mem::forget(self);
-        page
+        (page, 0)
     }
 }
 
@@ -339,17 +348,29 @@ impl<'a> Migration<'a> {
         MigratePfn(self.src.get(i).copied().unwrap_or(0))
     }
 
-    /// The system memory source page of entry `i`, to copy its data from.
+    /// The number of pages that entry `i` covers: `1 << PMD_ORDER` for a compound entry (the
+    /// entries it covers after the first are empty), 1 otherwise.
+    #[inline]
+    pub fn entry_pages(&self, i: usize) -> usize {
+        if self.src(i).is_compound() {
+            1 << PMD_ORDER
+        } else {
+            1
+        }
+    }
+
+    /// Page `n` of the system memory source of entry `i` (`n` is 0 unless the entry is
+    /// compound), to copy its data from.
     ///
-    /// `None` for holes, entries that cannot migrate, and device pages (which have no kernel
-    /// mapping: the driver reads those from its own memory, by pfn).
-    pub fn system_page(&self, i: usize) -> Option<BorrowedPage<'_>> {
+    /// `None` for holes, entries that cannot migrate, `n` out of the entry, and device pages
+    /// (which have no kernel mapping: the driver reads those from its own memory, by pfn).
+    pub fn system_page(&self, i: usize, n: usize) -> Option<BorrowedPage<'_>> {
         let src = self.src(i);
-        if !src.can_migrate() {
+        if !src.can_migrate() || n >= self.entry_pages(i) {
             return None;
         }
-        // SAFETY: The entry holds a valid pfn.
-        let page = unsafe { bindings::pfn_to_page(src.pfn()?) };
+        // SAFETY: The entry holds the valid pfn of a folio of `entry_pages(i)` pages.
+        let page = unsafe { bindings::pfn_to_page(src.pfn()? + n) };
         // SAFETY: `page` is a valid `struct page`.
         if unsafe { bindings::is_zone_device_page(page) } {
             return None;
@@ -361,6 +382,9 @@ impl<'a> Migration<'a> {
 
     /// Gives source entry `i` its destination, with the data already copied into it.
     ///
+    /// A compound entry can take a folio of [`PMD_ORDER`], or a single page (the source is then
+    /// split, and only its first page moves). A folio for a non-compound entry does not move.
+    ///
     /// Fails with [`EINVAL`] if `i` is out of range and [`EBUSY`] if the entry already has one;
     /// `dst` is released then. A destination given to an entry that cannot migrate is released
     /// at finalization.
@@ -370,10 +394,13 @@ impl<'a> Migration<'a> {
         if *slot != 0 {
             return Err(EBUSY);
         }
-        let page = dst.into_locked_page();
+        let (page, order) = dst.into_locked_folio();
         // SAFETY: `page` is a valid page.
         let pfn = unsafe { bindings::page_to_pfn(page.as_ptr()) };
         let mut entry = (pfn << MPFN_SHIFT) | MPFN_VALID;
+        if order > 0 {
+            entry |= MPFN_COMPOUND;
+        }
         if let Source::Vma(args, _) = &self.source {
             // The destination is mapped writable where the source was, or, for a hole, where the
             // VMA allows writes.
@@ -432,8 +459,11 @@ impl Migrated<'_> {
         self.0.src(i).can_migrate() && self.0.dst.get(i).is_some_and(|&d| d != 0)
     }
 
-    /// The number of entries that moved.
-    pub fn count(&self) -> usize {
-        (0..self.0.npages()).filter(|&i| self.migrated(i)).count()
+    /// The number of pages that moved (a compound entry counts all its pages).
+    pub fn pages(&self) -> usize {
+        (0..self.0.npages())
+            .filter(|&i| self.migrated(i))
+            .map(|i| self.0.entry_pages(i))
+            .sum()
     }
 }

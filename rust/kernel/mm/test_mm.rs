@@ -125,13 +125,18 @@ impl UserMapping {
 
     /// Drops the pages of `count` pages from page `page` on (`MADV_DONTNEED`).
     pub(crate) fn dontneed(&self, page: usize, count: usize) -> Result {
+        self.madvise(page, count, bindings::MADV_DONTNEED)
+    }
+
+    /// Gives `advice` (`MADV_*`) for `count` pages from page `page` on.
+    pub(crate) fn madvise(&self, page: usize, count: usize, advice: u32) -> Result {
         // SAFETY: The mm of the test case has a user (the test kthread).
         to_result(unsafe {
             bindings::do_madvise(
                 self.mm().as_raw(),
                 self.addr(page),
                 count * PAGE_SIZE,
-                bindings::MADV_DONTNEED as c_int,
+                advice as c_int,
             )
         })
     }
