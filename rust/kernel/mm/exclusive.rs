@@ -49,7 +49,7 @@ pub struct ExclusivePage<'a> {
 ///
 /// Fails with [`EBUSY`] if the page could not be made exclusive (e.g. it is pinned or under
 /// migration: retry), [`EFAULT`] if there is no writable page at `addr` or it cannot be faulted
-/// in, and [`EOPNOTSUPP`] for pages that cannot be exclusive.
+/// in, and `EOPNOTSUPP` for pages that cannot be exclusive (not anonymous, or hugetlb).
 pub fn make_device_exclusive<'a>(
     mmap: &'a MmapReadGuard<'_>,
     addr: usize,
