@@ -10,8 +10,9 @@ echo "svm: device memory: ZONE_DEVICE=$(cfg CONFIG_ZONE_DEVICE) DEVICE_PRIVATE=$
 echo "svm: DRM: $(cfg CONFIG_DRM); GPU SVM drivers: none yet (vsvm arrives with its issue)"
 echo "svm: THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled); huge pages reserved: $(cat /proc/sys/vm/nr_hugepages)"
 regions=$(grep -c hmm_dmirror /proc/iomem)
-coherent=$(ls /dev/hmm_dmirror2 /dev/hmm_dmirror3 2>/dev/null | wc -l)
-echo "svm: HMM peer (lib/test_hmm): devices $(ls /dev/hmm_dmirror* 2>/dev/null | tr '\n' ' '); device-private regions in /proc/iomem: $regions; device-coherent devices: $coherent"
+devices=$(find /dev -name 'hmm_dmirror*' | sort)
+coherent=$(echo "$devices" | grep -c -e 'hmm_dmirror2' -e 'hmm_dmirror3')
+echo "svm: HMM peer (lib/test_hmm): devices $(echo "$devices" | tr '\n' ' '); device-private regions in /proc/iomem: $regions; device-coherent devices: $coherent"
 if hmm-demo; then
 	echo "SVM-RUN ok"
 else

@@ -9,7 +9,7 @@ tap=/tmp/hmm-tests.tap
 # Prints the expected result (skip or fail) of test $1, if it is listed.
 exception() {
 	grep -v -e '^#' -e '^$' /hmm-tests.exceptions | {
-		while read -r pattern result reason; do
+		while read -r pattern result _reason; do
 			# shellcheck disable=SC2254
 			case "$1" in $pattern) echo "$result" && exit 0 ;; esac
 		done
