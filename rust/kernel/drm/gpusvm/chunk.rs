@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The sizes of GPU SVM ranges, and the choice of a range for a GPU fault.
+
+use crate::{
+    page::PAGE_SIZE,
+    prelude::*, //
+};
+use core::ops::Range;
+
+/// The most chunk sizes a [`ChunkSizes`] holds.
+pub const MAX_CHUNK_SIZES: usize = 8;
+
+/// The sizes of the ranges a GPU SVM creates, largest first, e.g. 2 MiB, 64 KiB and 4 KiB.
+///
+/// A GPU fault gets the largest chunk, aligned to its size, that fits around the fault address
+/// in every bound (the CPU VMA, the notifier, the GPU VA space) and that the caller does not
+/// reject (because it overlaps an existing range, say); the smallest size, one page, always fits.
+///
+/// # Invariants
+///
+/// `sizes[..len]` are powers of two, strictly decreasing, and the last is `PAGE_SIZE`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::drm::gpusvm::ChunkSizes;
+/// use kernel::page::PAGE_SIZE;
+///
+/// const SZ_64K: usize = 64 * 1024;
+/// const SZ_2M: usize = 2 * 1024 * 1024;
+/// let chunks = ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])?;
+///
+/// // A fault in a 2 MiB-aligned 4 MiB VMA gets a 2 MiB range.
+/// let vma = 0x4000_0000..0x4040_0000;
+/// assert_eq!(chunks.fit(0x4012_3456, &[vma.clone()], |_| false), Some(0x4000_0000..0x4020_0000));
+///
+/// // If that would overlap an existing range, the next size down is tried.
+/// let fit = chunks.fit(0x4012_3456, &[vma], |r| r.end - r.start == SZ_2M);
+/// assert_eq!(fit, Some(0x4012_0000..0x4013_0000));
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkSizes {
+    sizes: [usize; MAX_CHUNK_SIZES],
+    len: usize,
+}
+
+impl ChunkSizes {
+    /// Makes the chunk sizes `sizes`, largest first.
+    ///
+    /// Fails with [`EINVAL`] unless there are 1 to [`MAX_CHUNK_SIZES`] sizes, all powers of two,
+    /// strictly decreasing, ending with `PAGE_SIZE`.
+    pub fn new(sizes: &[usize]) -> Result<Self> {
+        if sizes.is_empty() || sizes.len() > MAX_CHUNK_SIZES || sizes.last() != Some(&PAGE_SIZE) {
+            return Err(EINVAL);
+        }
+        if !sizes.iter().all(|s| s.is_power_of_two()) || sizes.windows(2).any(|w| w[0] <= w[1]) {
+            return Err(EINVAL);
+        }
+        let mut this = Self {
+            sizes: [0; MAX_CHUNK_SIZES],
+            len: sizes.len(),
+        };
+        // INVARIANT: Checked above.
+        this.sizes[..sizes.len()].copy_from_slice(sizes);
+        Ok(this)
+    }
+
+    /// The sizes, largest first.
+    #[inline]
+    pub fn sizes(&self) -> &[usize] {
+        &self.sizes[..self.len]
+    }
+
+    /// The largest size.
+    #[inline]
+    pub fn largest(&self) -> usize {
+        self.sizes[0]
+    }
+
+    /// Chooses the range for a fault at `addr`: the largest chunk, aligned to its size, that
+    /// contains `addr`, lies in every one of `bounds`, and that `reject` does not refuse.
+    ///
+    /// `reject` is only asked about chunks larger than a page: a single page always fits if it
+    /// lies in the bounds. Returns `None` when not even that page does.
+    pub fn fit(
+        &self,
+        addr: usize,
+        bounds: &[Range<usize>],
+        mut reject: impl FnMut(Range<usize>) -> bool,
+    ) -> Option<Range<usize>> {
+        for &size in self.sizes() {
+            let start = addr & !(size - 1);
+            let Some(end) = start.checked_add(size) else {
+                continue;
+            };
+            if !bounds.iter().all(|b| b.start <= start && end <= b.end) {
+                continue;
+            }
+            if size > PAGE_SIZE && reject(start..end) {
+                continue;
+            }
+            return Some(start..end);
+        }
+        None
+    }
+}
+
+#[cfg(CONFIG_RUST_DRM_GPUSVM_KUNIT_TEST)]
+#[macros::kunit_tests(rust_drm_gpusvm_chunk)]
+mod tests {
+    use super::*;
+
+    const SZ_64K: usize = 64 * 1024;
+    const SZ_2M: usize = 2 * 1024 * 1024;
+    const BASE: usize = 0x7f00_0000_0000;
+
+    fn chunks() -> Result<ChunkSizes> {
+        ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])
+    }
+
+    #[test]
+    fn validates_sizes() -> Result {
+        assert!(chunks().is_ok());
+        assert!(ChunkSizes::new(&[PAGE_SIZE]).is_ok());
+        assert_eq!(ChunkSizes::new(&[]), Err(EINVAL));
+        // Not ending with a page, not decreasing, not a power of two, too many.
+        assert_eq!(ChunkSizes::new(&[SZ_2M, SZ_64K]), Err(EINVAL));
+        assert_eq!(ChunkSizes::new(&[SZ_64K, SZ_2M, PAGE_SIZE]), Err(EINVAL));
+        assert_eq!(ChunkSizes::new(&[SZ_64K, SZ_64K, PAGE_SIZE]), Err(EINVAL));
+        assert_eq!(ChunkSizes::new(&[3 * PAGE_SIZE, PAGE_SIZE]), Err(EINVAL));
+        // At most eight sizes.
+        let mut sizes = KVec::new();
+        for shift in (0..9).rev() {
+            sizes.push(PAGE_SIZE << shift, GFP_KERNEL)?;
+        }
+        assert_eq!(ChunkSizes::new(&sizes), Err(EINVAL));
+        assert_eq!(ChunkSizes::new(&sizes[1..]).map(|c| c.sizes().len()), Ok(8));
+        assert_eq!(
+            ChunkSizes::new(&sizes[1..]).map(|c| c.largest()),
+            Ok(PAGE_SIZE << 7)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn aligned_buffer_gets_one_large_chunk() -> Result {
+        let c = chunks()?;
+        let vma = BASE..BASE + 2 * SZ_2M;
+        let notifier = BASE..BASE + 512 * SZ_2M;
+        for addr in [BASE, BASE + 4096, BASE + SZ_2M - 1] {
+            assert_eq!(
+                c.fit(addr, &[vma.clone(), notifier.clone()], |_| false),
+                Some(BASE..BASE + SZ_2M)
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn small_vma_gets_small_chunks() -> Result {
+        let c = chunks()?;
+        // A 64K-aligned 64K VMA: one 64K chunk.
+        let vma = BASE + SZ_64K..BASE + 2 * SZ_64K;
+        assert_eq!(
+            c.fit(BASE + SZ_64K + 100, &[vma], |_| false),
+            Some(BASE + SZ_64K..BASE + 2 * SZ_64K)
+        );
+        // A 64K VMA that is not 64K-aligned: pages.
+        let vma = BASE + PAGE_SIZE..BASE + PAGE_SIZE + SZ_64K;
+        let fit = c.fit(BASE + 3 * PAGE_SIZE + 5, &[vma], |_| false);
+        assert_eq!(fit, Some(BASE + 3 * PAGE_SIZE..BASE + 4 * PAGE_SIZE));
+        Ok(())
+    }
+
+    #[test]
+    fn every_bound_limits_the_chunk() -> Result {
+        let c = chunks()?;
+        let vma = BASE..BASE + 4 * SZ_2M;
+        // The GPU VA space ends in the middle of the 2M chunk.
+        let gpuva = 0..BASE + SZ_64K * 3;
+        assert_eq!(
+            c.fit(BASE + SZ_64K, &[vma.clone(), gpuva], |_| false),
+            Some(BASE + SZ_64K..BASE + 2 * SZ_64K)
+        );
+        // The notifier starts after the fault address: nothing fits.
+        let notifier = BASE + SZ_2M..BASE + 2 * SZ_2M;
+        assert_eq!(c.fit(BASE, &[vma, notifier], |_| false), None);
+        Ok(())
+    }
+
+    #[test]
+    fn rejected_chunks_fall_back_and_a_page_always_fits() -> Result {
+        let c = chunks()?;
+        let vma = BASE..BASE + SZ_2M;
+        let mut asked = KVec::new();
+        let fit = c.fit(BASE + 5 * PAGE_SIZE, &[vma], |r| {
+            let _ = asked.push(r.end - r.start, GFP_KERNEL);
+            true
+        });
+        assert_eq!(fit, Some(BASE + 5 * PAGE_SIZE..BASE + 6 * PAGE_SIZE));
+        // Asked about 2M then 64K, never about the page.
+        assert_eq!(&asked[..], &[SZ_2M, SZ_64K]);
+        Ok(())
+    }
+
+    #[test]
+    fn top_of_the_address_space_does_not_overflow() -> Result {
+        let c = chunks()?;
+        let top = usize::MAX - PAGE_SIZE + 1;
+        // The last page cannot be represented as a range: nothing fits, nothing overflows.
+        let last = top..usize::MAX;
+        assert_eq!(c.fit(top + 10, &[last], |_| false), None);
+        let below = top - PAGE_SIZE..top;
+        assert_eq!(
+            c.fit(top - PAGE_SIZE, &[below.clone()], |_| false),
+            Some(below)
+        );
+        Ok(())
+    }
+}
