@@ -218,6 +218,7 @@ pub struct GpuSvm<T: Driver> {
     notifier_lock: RwSemaphore<()>,
     #[pin]
     notifiers: Mutex<KVec<NotifierBox<T>>>,
+    #[pin]
     driver: T,
 }
 
@@ -233,14 +234,17 @@ impl<T: Driver> GpuSvm<T> {
     /// device-private pages `owner` names.
     ///
     /// Fails with [`EINVAL`] for an empty or unaligned span or a bad notifier size.
-    pub fn new(
+    pub fn new<E>(
         mm: &MmWithUser,
         span: ops::Range<usize>,
         notifier_size: usize,
         chunks: ChunkSizes,
         owner: DeviceOwner,
-        driver: T,
-    ) -> Result<impl PinInit<Self, Error>> {
+        driver: impl PinInit<T, E>,
+    ) -> Result<impl PinInit<Self, Error>>
+    where
+        Error: From<E>,
+    {
         if span.start >= span.end
             || span.start % PAGE_SIZE != 0
             || span.end % PAGE_SIZE != 0
@@ -258,7 +262,7 @@ impl<T: Driver> GpuSvm<T> {
             owner,
             notifier_lock <- new_rwsem!((), "gpusvm_notifier_lock"),
             notifiers <- new_mutex!(KVec::new(), "gpusvm_notifiers"),
-            driver,
+            driver <- driver,
         }? Error))
     }
 
@@ -428,6 +432,53 @@ impl<T: Driver> GpuSvm<T> {
         Err(EBUSY)
     }
 
+    /// Removes the ranges that were (partly) unmapped, after the driver stopped all device use
+    /// of them, and the notifiers left without ranges. Returns how many ranges went.
+    ///
+    /// The surviving parts of a partly unmapped range fault in again as new ranges, which fit
+    /// the VMAs that are left. The driver calls this from process context, e.g. at the start of
+    /// its GPU fault handler; the notifier callback cannot, as it must not free or sleep.
+    pub fn collect_garbage(&self) -> usize {
+        let mut notifiers = self.notifiers.lock();
+        let mut removed = 0;
+        for n in notifiers.iter() {
+            let _guard = self.notifier_lock.write();
+            // SAFETY: The notifier lock is held for writing; this is the only borrow.
+            let ranges = unsafe { n.ranges.get_mut() };
+            ranges.retain(|r| {
+                // SAFETY: As above; these pages are not borrowed elsewhere.
+                if !unsafe { r.pages.get() }.unmapped {
+                    return true;
+                }
+                self.driver.invalidate(r, r.span(), Event::Unmap);
+                removed += 1;
+                false
+            });
+        }
+        // Notifiers without ranges go. Removal waits for running callbacks, which take the
+        // notifier lock, so it is not held here.
+        notifiers.retain(|n| {
+            let _guard = self.notifier_lock.read();
+            // SAFETY: The notifier lock is held for reading.
+            !unsafe { n.ranges.get() }.is_empty()
+        });
+        removed
+    }
+
+    /// The number of ranges and of notifiers.
+    pub fn count(&self) -> (usize, usize) {
+        let notifiers = self.notifiers.lock();
+        let _guard = self.notifier_lock.read();
+        let ranges = notifiers
+            .iter()
+            .map(|n| {
+                // SAFETY: The notifier lock is held for reading.
+                unsafe { n.ranges.get() }.len()
+            })
+            .sum();
+        (ranges, notifiers.len())
+    }
+
     /// The proof that the pages of `range` are current, if they are: read with
     /// [`GpuSvm::get_pages`], not invalidated since, and the range not unmapped.
     pub fn pages_valid<'a>(
@@ -477,22 +528,57 @@ mod tests {
     const SZ_64K: usize = 64 * 1024;
     const SZ_2M: usize = 2 * 1024 * 1024;
     static OWNER: u8 = 0;
+    const MAX_PTES: usize = 4096;
 
+    /// A device whose page table maps single pages: `ptes` holds the bound addresses, up to
+    /// `MAX_PTES`.
+    #[pin_data]
     struct Mock {
         invalidations: Atomic<u32>,
+        #[pin]
+        ptes: Mutex<KVec<usize>>,
     }
 
     impl Driver for Mock {
-        fn invalidate(&self, _range: &Range<Self>, _span: ops::Range<usize>, _event: Event) {
+        fn invalidate(&self, _range: &Range<Self>, span: ops::Range<usize>, _event: Event) {
             self.invalidations.fetch_add(1, Relaxed);
+            self.ptes.lock().retain(|a| !span.contains(a));
+        }
+    }
+
+    impl Mock {
+        /// Binds the pages of `range`, which must be current. The page table is allocated up
+        /// front: its lock is taken in `invalidate`, which reclaim can call, so neither it nor
+        /// the notifier lock may be held around an allocation (lockdep reports it otherwise).
+        fn bind(svm: &GpuSvm<Mock>, range: &Range<Mock>) -> Result {
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(range, &guard).ok_or(EAGAIN)?;
+            let mut ptes = svm.driver().ptes.lock();
+            ptes.retain(|a| !range.span().contains(a));
+            for (i, _) in valid
+                .pfns()
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.is_valid())
+            {
+                ptes.push_within_capacity(range.span().start + i * PAGE_SIZE)
+                    .map_err(|_| ENOMEM)?;
+            }
+            Ok(())
+        }
+
+        fn bound(&self, addr: usize) -> bool {
+            self.ptes.lock().contains(&addr)
         }
     }
 
     fn svm(map: &UserMapping) -> Result<Pin<KBox<GpuSvm<Mock>>>> {
         let chunks = ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])?;
-        let mock = Mock {
+        let ptes = KVec::with_capacity(MAX_PTES, GFP_KERNEL)?;
+        let mock = pin_init!(Mock {
             invalidations: Atomic::new(0),
-        };
+            ptes <- new_mutex!(ptes),
+        });
         let owner = DeviceOwner::from_ref(&OWNER);
         KBox::pin_init(
             GpuSvm::new(map.mm(), PAGE_SIZE..1 << 47, 1 << 29, chunks, owner, mock)?,
@@ -580,6 +666,45 @@ mod tests {
         // Reading the pages again gives it back.
         svm.get_pages(&r, false)?;
         assert!(svm.pages_valid(&r, &svm.notifier_read()).is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn partial_munmap_leaves_no_stale_pte_and_survivors_fault_again() -> Result {
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        let first = aligned_page(&map);
+        map.write(first * PAGE_SIZE, &[1u8; SZ_2M])?;
+        let svm = svm(&map)?;
+        let start = map.addr(first);
+        let r = svm.find_or_insert(start, 0..usize::MAX)?;
+        assert_eq!(r.span(), start..start + SZ_2M);
+        svm.get_pages(&r, true)?;
+        Mock::bind(&svm, &r)?;
+        let middle = first + SZ_2M / PAGE_SIZE / 2;
+        assert!(svm.driver().bound(map.addr(middle)));
+
+        // Unmap the middle page: its device PTE goes at once (the core may invalidate more, e.g.
+        // the whole 2M when it splits a THP mapping first), and the range cannot be bound.
+        map.unmap(middle, 1)?;
+        assert!(!svm.driver().bound(map.addr(middle)));
+        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+
+        assert_eq!(svm.collect_garbage(), 1);
+        assert!(!svm.driver().bound(start));
+        assert_eq!(svm.count(), (0, 0));
+        drop(r);
+
+        // The survivors on both sides fault in again, as ranges inside the VMAs left.
+        for page in [first, middle - 1, middle + 1, first + SZ_2M / PAGE_SIZE - 1] {
+            let r = svm.find_or_insert(map.addr(page), 0..usize::MAX)?;
+            assert!(!r.span().contains(&map.addr(middle)));
+            svm.get_pages(&r, false)?;
+            Mock::bind(&svm, &r)?;
+            assert!(svm.driver().bound(map.addr(page)));
+        }
+        let mut buf = [0u8; 4];
+        map.read((middle + 1) * PAGE_SIZE, &mut buf)?;
+        assert_eq!(buf, [1u8; 4]);
         Ok(())
     }
 }
