@@ -25,7 +25,6 @@ pub use chunk::{
 pub use svm::{
     Driver,
     GpuSvm,
-    Notifier,
     NotifierReadGuard,
     Range,
     ValidPages, //

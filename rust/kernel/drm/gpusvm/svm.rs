@@ -159,7 +159,7 @@ impl ValidPages<'_> {
 /// # Invariants
 ///
 /// `svm` is the `GpuSvm` that owns the notifier; it outlives it.
-pub struct Notifier<T: Driver> {
+struct Notifier<T: Driver> {
     svm: *const GpuSvm<T>,
     ranges: NotifierLocked<KVec<Arc<Range<T>>>>,
 }
