@@ -456,7 +456,8 @@ impl Migrated<'_> {
     /// Whether entry `i` now maps its destination.
     #[inline]
     pub fn migrated(&self, i: usize) -> bool {
-        self.0.src(i).can_migrate() && self.0.dst.get(i).is_some_and(|&d| d != 0)
+        // `migrate_*_pages` clears the flag of every entry that did not move.
+        self.0.src(i).can_migrate()
     }
 
     /// The number of pages that moved (a compound entry counts all its pages).

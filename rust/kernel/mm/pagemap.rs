@@ -791,6 +791,14 @@ mod tests {
         Ok(done.pages())
     }
 
+    /// A buffer of `pages` pages, filled by `fill`, migrated to device memory.
+    fn on_device(pm: &Pagemap<Vram>, pages: usize) -> Result<UserMapping> {
+        let map = UserMapping::new(pages)?;
+        fill(&map, pages)?;
+        assert_eq!(to_device(pm, &map, 0, pages, Select::SYSTEM)?, pages);
+        Ok(map)
+    }
+
     /// Fills page `i` of `map` with the byte `i + 1`.
     fn fill(map: &UserMapping, pages: usize) -> Result {
         for i in 0..pages {
@@ -848,10 +856,7 @@ mod tests {
     #[test]
     fn round_trip_through_cpu_faults() -> Result {
         let pm = vram()?;
-        let map = UserMapping::new(16)?;
-        fill(&map, 16)?;
-
-        assert_eq!(to_device(&pm, &map, 0, 16, Select::SYSTEM)?, 16);
+        let map = on_device(&pm, 16)?;
         assert_eq!(pm.frees.load(Relaxed), 0);
         // The CPU reads every page back through `migrate_to_ram`.
         assert_eq!(bad_bytes(&map, 16)?, 0);
@@ -931,9 +936,7 @@ mod tests {
     #[test]
     fn evict_without_the_mm() -> Result {
         let pm = vram()?;
-        let map = UserMapping::new(8)?;
-        fill(&map, 8)?;
-        assert_eq!(to_device(&pm, &map, 0, 8, Select::SYSTEM)?, 8);
+        let map = on_device(&pm, 8)?;
 
         // Two scattered pages by pfn first, then the whole pagemap by range.
         let start = pm.pfns().start;
@@ -951,9 +954,7 @@ mod tests {
     #[test]
     fn munmap_frees_device_pages() -> Result {
         let pm = vram()?;
-        let map = UserMapping::new(8)?;
-        fill(&map, 8)?;
-        assert_eq!(to_device(&pm, &map, 0, 8, Select::SYSTEM)?, 8);
+        let map = on_device(&pm, 8)?;
         map.unmap(0, 8)?;
         assert_eq!(pm.frees.load(Relaxed), 8);
         assert_eq!(pm.cpu_faults.load(Relaxed), 0);
