@@ -32,7 +32,10 @@ use crate::{
         UserSlice, //
     },
 };
-use core::ops::Range;
+use core::{
+    ops::Range,
+    ptr::NonNull, //
+};
 
 /// Anonymous private read-write memory of the test's address space, unmapped by KUnit at the
 /// end of the test case.
@@ -123,6 +126,49 @@ impl UserMapping {
         to_result(ret as c_int)
     }
 
+    /// Moves the pages of the mapping to the address of `target` (`mremap` with
+    /// `MREMAP_MAYMOVE | MREMAP_FIXED`), replacing `target`'s; this mapping's addresses are
+    /// unmapped then. Both must have the same length.
+    #[cfg(CONFIG_X86_64)]
+    pub(crate) fn move_to(&self, target: &UserMapping) -> Result {
+        extern "C" {
+            fn __x64_sys_mremap(regs: *const bindings::pt_regs) -> c_long;
+        }
+        if self.len() != target.len() {
+            return Err(EINVAL);
+        }
+        // SAFETY: All-zero is a valid `pt_regs`.
+        let mut regs: bindings::pt_regs = unsafe { core::mem::zeroed() };
+        regs.di = self.start;
+        regs.si = self.len();
+        regs.dx = target.len();
+        regs.r10 = (bindings::MREMAP_MAYMOVE | bindings::MREMAP_FIXED) as usize;
+        regs.r8 = target.start;
+        // SAFETY: The system call reads its arguments from `regs`, and acts on the current mm.
+        let ret = unsafe { __x64_sys_mremap(&regs) };
+        // CAST: The system call returns the new address or a negative error code.
+        match ret as usize {
+            addr if addr == target.start => Ok(()),
+            _ => to_result(ret as c_int).and(Err(EFAULT)),
+        }
+    }
+
+    /// Pins page `page` of the mapping, faulting it in writable, as a driver pins pages for DMA:
+    /// it cannot migrate until the pin is dropped.
+    pub(crate) fn pin(&self, page: usize) -> Result<PinnedPage> {
+        let mut raw: *mut bindings::page = core::ptr::null_mut();
+        // SAFETY: `raw` has room for one page pointer; the address is in the current mm.
+        let ret = unsafe {
+            bindings::pin_user_pages_fast(self.addr(page), 1, bindings::FOLL_WRITE, &mut raw)
+        };
+        to_result(ret)?;
+        if ret != 1 {
+            return Err(EFAULT);
+        }
+        // INVARIANT: `pin_user_pages_fast` pinned the page.
+        NonNull::new(raw).map(PinnedPage).ok_or(EFAULT)
+    }
+
     /// Drops the pages of `count` pages from page `page` on (`MADV_DONTNEED`).
     pub(crate) fn dontneed(&self, page: usize, count: usize) -> Result {
         self.madvise(page, count, bindings::MADV_DONTNEED)
@@ -139,6 +185,20 @@ impl UserMapping {
                 advice as c_int,
             )
         })
+    }
+}
+
+/// A page of a [`UserMapping`] pinned by [`UserMapping::pin`], unpinned when dropped.
+///
+/// # Invariants
+///
+/// The page is pinned (`FOLL_PIN`) by this object.
+pub(crate) struct PinnedPage(NonNull<bindings::page>);
+
+impl Drop for PinnedPage {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants the page is pinned by `self`.
+        unsafe { bindings::unpin_user_page(self.0.as_ptr()) };
     }
 }
 

@@ -7,23 +7,40 @@
 //! faults, and migrates pages between system memory and device memory. It is the Rust
 //! counterpart of `drm_gpusvm` and `drm_pagemap`.
 //!
-//! It is being built in steps. Here so far: the choice of range sizes ([`ChunkSizes`]), and
-//! [`GpuSvm`] with lazily inserted notifiers, ranges, reading their pages, invalidation, and the
-//! proof needed to bind device page table entries ([`ValidPages`]).
+//! - [`GpuSvm`]: one per GPU address space. Notifiers are inserted lazily over aligned blocks of
+//!   the process address space; [`Range`]s are found or inserted for fault addresses, sized by
+//!   [`ChunkSizes`]; their pages are read from the CPU page tables and bound to the device only
+//!   with the proof that they are still valid ([`ValidPages`]); unmapped ranges go through the
+//!   garbage collector.
+//! - [`DeviceMemory`]: one per GPU with VRAM. Ranges migrate there and come back on CPU faults
+//!   and evictions, through the [`Driver`]'s copy operations.
 //!
 //! C header: [`include/drm/drm_gpusvm.h`](srctree/include/drm/drm_gpusvm.h)
 
 mod chunk;
-#[cfg(all(CONFIG_HMM_MIRROR, CONFIG_MMU_NOTIFIER))]
+mod devmem;
+mod driver;
+#[cfg(CONFIG_RUST_DRM_GPUSVM_KUNIT_TEST)]
+mod kunit;
+mod stats;
 mod svm;
 
 pub use chunk::{
     ChunkSizes,
     MAX_CHUNK_SIZES, //
 };
-#[cfg(all(CONFIG_HMM_MIRROR, CONFIG_MMU_NOTIFIER))]
+pub use devmem::{
+    Allocation,
+    DeviceMemory,
+    FreePages, //
+};
+pub use driver::Driver;
+pub use stats::{
+    Counter,
+    DeviceStats,
+    SvmStats, //
+};
 pub use svm::{
-    Driver,
     GpuSvm,
     NotifierReadGuard,
     Range,

@@ -2,13 +2,22 @@
 
 //! The GPU SVM object: notifiers, ranges, their pages, and invalidation.
 
-use super::ChunkSizes;
+use super::{
+    ChunkSizes,
+    DeviceMemory,
+    Driver,
+    SvmStats, //
+};
 use crate::{
     mm::{
         hmm::{
             self,
             HmmPfn,
             Request, //
+        },
+        migrate::{
+            Migration,
+            Select, //
         },
         mmu_notifier::{
             Event,
@@ -27,6 +36,10 @@ use crate::{
     },
     page::PAGE_SIZE,
     prelude::*,
+    rbtree::{
+        RBTree,
+        RBTreeNode, //
+    },
     sync::{
         aref::ARef,
         new_mutex,
@@ -44,16 +57,6 @@ use core::{
 
 /// How many times [`GpuSvm::get_pages`] starts again when invalidations keep racing with it.
 const GET_PAGES_RETRIES: u32 = 64;
-
-/// The driver side of a [`GpuSvm`].
-pub trait Driver: Send + Sync + Sized {
-    /// Stops all device use of `span` of `range`: zaps its device page table entries and flushes
-    /// the device TLB, so that the device can no longer reach the pages.
-    ///
-    /// Called from the mmu notifier with the notifier lock held for writing: it must not sleep on
-    /// memory allocation nor take locks that are held around allocations.
-    fn invalidate(&self, range: &Range<Self>, span: ops::Range<usize>, event: Event);
-}
 
 /// The notifier lock of a [`GpuSvm`] held for reading: no invalidation runs meanwhile, so
 /// device page table entries can be bound (see [`GpuSvm::pages_valid`]).
@@ -113,15 +116,19 @@ struct Pages {
 ///
 /// `notifier` is the notifier of the `GpuSvm` `svm` whose block contains the range; it stays
 /// inserted while that `GpuSvm` lives, and is only used through it (checked by address).
+#[pin_data]
 pub struct Range<T: Driver> {
     svm: *const GpuSvm<T>,
     span: ops::Range<usize>,
     notifier: *const IntervalNotifier<Notifier<T>>,
     pages: NotifierLocked<Pages>,
+    /// The migrate lock: serialises migrations of the range started by the driver.
+    #[pin]
+    pub(super) migrate: Mutex<()>,
 }
 
 // SAFETY: `notifier` is only dereferenced while the `GpuSvm` keeps it inserted (type invariants);
-// the rest is protected by the notifier lock.
+// the rest is protected by the notifier lock or is a lock.
 unsafe impl<T: Driver> Send for Range<T> {}
 
 // SAFETY: As above.
@@ -134,7 +141,13 @@ impl<T: Driver> Range<T> {
         self.span.clone()
     }
 
-    fn overlaps(&self, other: &ops::Range<usize>) -> bool {
+    /// The number of pages of the range.
+    #[inline]
+    pub fn npages(&self) -> usize {
+        (self.span.end - self.span.start) / PAGE_SIZE
+    }
+
+    pub(super) fn overlaps(&self, other: &ops::Range<usize>) -> bool {
         self.span.start < other.end && other.start < self.span.end
     }
 }
@@ -147,11 +160,31 @@ pub struct ValidPages<'a> {
 }
 
 impl ValidPages<'_> {
-    /// The pages, one entry per page of the range.
+    /// The pages, one entry per page of the range: system pages, or device-private pages of the
+    /// GPU SVM's owner (see [`HmmPfn::device_private_owner`]).
     #[inline]
     pub fn pfns(&self) -> &[HmmPfn] {
         self.pfns
     }
+}
+
+/// The ranges of a notifier, keyed by their end address: the range containing `addr` is the
+/// first one whose end is above it.
+type RangeTree<T> = RBTree<usize, Arc<Range<T>>>;
+
+/// The range of `ranges` that contains `addr`, if any.
+fn range_at<T: Driver>(ranges: &RangeTree<T>, addr: usize) -> Option<Arc<Range<T>>> {
+    let cursor = ranges.cursor_lower_bound(&addr.checked_add(1)?)?;
+    let (_, range) = cursor.current();
+    range.span.contains(&addr).then(|| range.clone())
+}
+
+/// Whether a range of `ranges` overlaps `span`.
+fn any_overlap<T: Driver>(ranges: &RangeTree<T>, span: &ops::Range<usize>) -> bool {
+    span.start
+        .checked_add(1)
+        .and_then(|key| ranges.cursor_lower_bound(&key))
+        .is_some_and(|cursor| cursor.current().1.overlaps(span))
 }
 
 /// The callback data of a notifier of a [`GpuSvm`]: the ranges inside it.
@@ -161,7 +194,7 @@ impl ValidPages<'_> {
 /// `svm` is the `GpuSvm` that owns the notifier; it outlives it.
 struct Notifier<T: Driver> {
     svm: *const GpuSvm<T>,
-    ranges: NotifierLocked<KVec<Arc<Range<T>>>>,
+    ranges: NotifierLocked<RangeTree<T>>,
 }
 
 // SAFETY: `svm` outlives the notifier (type invariants); the ranges are protected by the notifier
@@ -183,14 +216,24 @@ impl<T: Driver> Invalidate for Notifier<T> {
         let _guard = svm.notifier_lock.write();
         let span = range.span();
         // SAFETY: The notifier lock of `svm` is held for writing; no other borrow is live.
-        let ranges = unsafe { self.ranges.get() };
-        for r in ranges.iter().filter(|r| r.overlaps(&span)) {
+        let ranges = unsafe { self.ranges.get_mut() };
+        let mut cursor = span
+            .start
+            .checked_add(1)
+            .and_then(|key| ranges.cursor_lower_bound_mut(&key));
+        while let Some(c) = cursor {
+            let r = c.current().1;
+            if !r.overlaps(&span) {
+                break;
+            }
             let hit = span.start.max(r.span.start)..span.end.min(r.span.end);
             svm.driver.invalidate(r, hit, range.event());
+            svm.stats.invalidations.add(1);
             if range.event() == Event::Unmap {
                 // SAFETY: As above, and this is the only borrow of these pages.
                 unsafe { r.pages.get_mut() }.unmapped = true;
             }
+            cursor = c.move_next();
         }
         // Readers of the pages now fail `read_retry`: the pages are stale.
         Ok(seq.set())
@@ -205,8 +248,8 @@ type NotifierBox<T> = Pin<KBox<IntervalNotifier<Notifier<T>>>>;
 ///
 /// # Invariants
 ///
-/// `notifiers` hold the notifiers, which are removed in [`GpuSvm`]'s drop before any other field
-/// goes.
+/// `notifiers` hold the notifiers, keyed by start address, which are removed in [`GpuSvm`]'s
+/// drop before any other field goes.
 #[pin_data(PinnedDrop)]
 pub struct GpuSvm<T: Driver> {
     mm: ARef<Mm>,
@@ -214,10 +257,11 @@ pub struct GpuSvm<T: Driver> {
     notifier_size: usize,
     chunks: ChunkSizes,
     owner: DeviceOwner,
+    stats: SvmStats,
     #[pin]
     notifier_lock: RwSemaphore<()>,
     #[pin]
-    notifiers: Mutex<KVec<NotifierBox<T>>>,
+    notifiers: Mutex<RBTree<usize, NotifierBox<T>>>,
     #[pin]
     driver: T,
 }
@@ -260,8 +304,9 @@ impl<T: Driver> GpuSvm<T> {
             notifier_size,
             chunks,
             owner,
+            stats: SvmStats::new(),
             notifier_lock <- new_rwsem!((), "gpusvm_notifier_lock"),
-            notifiers <- new_mutex!(KVec::new(), "gpusvm_notifiers"),
+            notifiers <- new_mutex!(RBTree::new(), "gpusvm_notifiers"),
             driver <- driver,
         }? Error))
     }
@@ -272,11 +317,27 @@ impl<T: Driver> GpuSvm<T> {
         &self.driver
     }
 
+    /// The counters.
+    #[inline]
+    pub fn stats(&self) -> &SvmStats {
+        &self.stats
+    }
+
     /// Takes the notifier lock for reading, to check pages with [`GpuSvm::pages_valid`] and bind
     /// them.
     #[inline]
     pub fn notifier_read(&self) -> NotifierReadGuard<'_> {
         NotifierReadGuard(self.notifier_lock.read())
+    }
+
+    /// Checks that `range` belongs to this GPU SVM, and returns its notifier.
+    fn notifier_of<'a>(&'a self, range: &Range<T>) -> Result<&'a IntervalNotifier<Notifier<T>>> {
+        if !core::ptr::eq(range.svm, self) {
+            return Err(EINVAL);
+        }
+        // SAFETY: The range is ours, and its notifier stays inserted while `self` lives (type
+        // invariants of `Range`).
+        Ok(unsafe { &*range.notifier })
     }
 
     /// The notifier whose aligned block contains `addr`, inserted if there is none yet.
@@ -287,7 +348,7 @@ impl<T: Driver> GpuSvm<T> {
     ) -> Result<*const IntervalNotifier<Notifier<T>>> {
         let start = addr & !(self.notifier_size - 1);
         let mut notifiers = self.notifiers.lock();
-        if let Some(n) = notifiers.iter().find(|n| n.span().start == start) {
+        if let Some(n) = notifiers.get(&start) {
             return Ok(&**n);
         }
         let svm: *const Self = self;
@@ -298,14 +359,24 @@ impl<T: Driver> GpuSvm<T> {
                 self.notifier_size,
                 Notifier {
                     svm,
-                    ranges: NotifierLocked::new(KVec::new()),
+                    ranges: NotifierLocked::new(RBTree::new()),
                 },
             ),
             GFP_KERNEL,
         )?;
         let ptr: *const IntervalNotifier<Notifier<T>> = &*notifier;
-        notifiers.push(notifier, GFP_KERNEL)?;
+        notifiers.try_create_and_insert(start, notifier, GFP_KERNEL)?;
         Ok(ptr)
+    }
+
+    /// The range containing `addr`, if there is one.
+    pub fn find(&self, addr: usize) -> Option<Arc<Range<T>>> {
+        let start = addr & !(self.notifier_size - 1);
+        let notifiers = self.notifiers.lock();
+        let notifier = notifiers.get(&start)?;
+        let _guard = self.notifier_lock.read();
+        // SAFETY: The notifier lock is held for reading.
+        range_at(unsafe { notifier.ranges.get() }, addr)
     }
 
     /// Finds the range containing `addr`, or inserts one: the largest chunk that fits in the CPU
@@ -332,27 +403,26 @@ impl<T: Driver> GpuSvm<T> {
         let bounds = [vma_span, notifier.span(), gpuva, self.span.clone()];
 
         loop {
-            // Choose the chunk and count the ranges under the read lock, allocate without the
-            // lock (an allocation under it could reclaim, and invalidate, which takes it), then
-            // insert under the write lock if nothing changed meanwhile.
-            let (span, len) = {
+            // Choose the chunk under the read lock, allocate without the lock (an allocation
+            // under it could reclaim, and invalidate, which takes it), then insert under the
+            // write lock if no other range took the place meanwhile.
+            let span = {
                 let _guard = self.notifier_lock.read();
                 // SAFETY: The notifier lock is held for reading.
                 let ranges = unsafe { notifier.ranges.get() };
-                if let Some(r) = ranges.iter().find(|r| r.span.contains(&addr)) {
-                    return Ok(r.clone());
+                if let Some(r) = range_at(ranges, addr) {
+                    return Ok(r);
                 }
-                let span = self
-                    .chunks
-                    .fit(addr, &bounds, |c| ranges.iter().any(|r| r.overlaps(&c)))
-                    .ok_or(ENOENT)?;
-                (span, ranges.len())
+                self.chunks
+                    .fit(addr, &bounds, |c| any_overlap(ranges, &c))
+                    .ok_or(ENOENT)?
             };
             let npages = (span.end - span.start) / PAGE_SIZE;
             let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
             pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
-            let range = Arc::new(
-                Range {
+            let (key, wanted) = (span.end, span.clone());
+            let range = Arc::pin_init(
+                pin_init!(Range {
                     svm: self,
                     span: span.clone(),
                     // INVARIANT: The notifier whose block contains `addr`, hence `span`.
@@ -362,27 +432,21 @@ impl<T: Driver> GpuSvm<T> {
                         seq: None,
                         unmapped: false,
                     }),
-                },
+                    migrate <- new_mutex!((), "gpusvm_range_migrate"),
+                }),
                 GFP_KERNEL,
             )?;
-            let mut grown = KVec::with_capacity(len + 1, GFP_KERNEL)?;
+            let node = RBTreeNode::new(key, range.clone(), GFP_KERNEL)?;
 
             let guard = self.notifier_lock.write();
             // SAFETY: The notifier lock is held for writing; this is the only borrow.
             let ranges = unsafe { notifier.ranges.get_mut() };
-            if ranges.len() != len {
-                // Another fault inserted a range meanwhile: look again.
+            if any_overlap(ranges, &wanted) {
+                // Another fault inserted a range there meanwhile: look again.
+                drop(guard);
                 continue;
             }
-            for r in ranges.iter() {
-                grown.push_within_capacity(r.clone()).map_err(|_| ENOMEM)?;
-            }
-            grown
-                .push_within_capacity(range.clone())
-                .map_err(|_| ENOMEM)?;
-            // The old vector is freed after the lock is released (`grown` owns it then).
-            core::mem::swap(ranges, &mut grown);
-            drop(guard);
+            ranges.insert(node);
             return Ok(range);
         }
     }
@@ -394,15 +458,13 @@ impl<T: Driver> GpuSvm<T> {
     /// for a write to a read-only mapping, [`EBUSY`] if invalidations kept racing with it, and
     /// with the errors of [`hmm::range_fault`].
     pub fn get_pages(&self, range: &Range<T>, write: bool) -> Result {
-        if !core::ptr::eq(range.svm, self) {
-            return Err(EINVAL);
+        let notifier = self.notifier_of(range)?;
+        let len = range.span.end - range.span.start;
+        if let Some(i) = self.chunks.sizes().iter().position(|&s| s == len) {
+            self.stats.faults[i].add(1);
         }
-        // SAFETY: The range is ours, and its notifier stays inserted while `self` lives (type
-        // invariants of `Range`).
-        let notifier = unsafe { &*range.notifier };
-        let npages = (range.span.end - range.span.start) / PAGE_SIZE;
-        let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
-        pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
+        let mut pfns = KVec::with_capacity(range.npages(), GFP_KERNEL)?;
+        pfns.resize(range.npages(), HmmPfn::default(), GFP_KERNEL)?;
         let request = Request::fault(write).owner(self.owner);
         for _ in 0..GET_PAGES_RETRIES {
             let seq = notifier.read_begin();
@@ -416,11 +478,15 @@ impl<T: Driver> GpuSvm<T> {
                 request,
             );
             match res {
-                Err(e) if e == EBUSY => continue,
+                Err(e) if e == EBUSY => {
+                    self.stats.retries.add(1);
+                    continue;
+                }
                 res => res?,
             }
             let _guard = self.notifier_lock.write();
             if notifier.read_retry(&seq) {
+                self.stats.retries.add(1);
                 continue;
             }
             // SAFETY: The notifier lock is held for writing; this is the only borrow.
@@ -432,53 +498,6 @@ impl<T: Driver> GpuSvm<T> {
         Err(EBUSY)
     }
 
-    /// Removes the ranges that were (partly) unmapped, after the driver stopped all device use
-    /// of them, and the notifiers left without ranges. Returns how many ranges went.
-    ///
-    /// The surviving parts of a partly unmapped range fault in again as new ranges, which fit
-    /// the VMAs that are left. The driver calls this from process context, e.g. at the start of
-    /// its GPU fault handler; the notifier callback cannot, as it must not free or sleep.
-    pub fn collect_garbage(&self) -> usize {
-        let mut notifiers = self.notifiers.lock();
-        let mut removed = 0;
-        for n in notifiers.iter() {
-            let _guard = self.notifier_lock.write();
-            // SAFETY: The notifier lock is held for writing; this is the only borrow.
-            let ranges = unsafe { n.ranges.get_mut() };
-            ranges.retain(|r| {
-                // SAFETY: As above; these pages are not borrowed elsewhere.
-                if !unsafe { r.pages.get() }.unmapped {
-                    return true;
-                }
-                self.driver.invalidate(r, r.span(), Event::Unmap);
-                removed += 1;
-                false
-            });
-        }
-        // Notifiers without ranges go. Removal waits for running callbacks, which take the
-        // notifier lock, so it is not held here.
-        notifiers.retain(|n| {
-            let _guard = self.notifier_lock.read();
-            // SAFETY: The notifier lock is held for reading.
-            !unsafe { n.ranges.get() }.is_empty()
-        });
-        removed
-    }
-
-    /// The number of ranges and of notifiers.
-    pub fn count(&self) -> (usize, usize) {
-        let notifiers = self.notifiers.lock();
-        let _guard = self.notifier_lock.read();
-        let ranges = notifiers
-            .iter()
-            .map(|n| {
-                // SAFETY: The notifier lock is held for reading.
-                unsafe { n.ranges.get() }.len()
-            })
-            .sum();
-        (ranges, notifiers.len())
-    }
-
     /// The proof that the pages of `range` are current, if they are: read with
     /// [`GpuSvm::get_pages`], not invalidated since, and the range not unmapped.
     pub fn pages_valid<'a>(
@@ -486,12 +505,10 @@ impl<T: Driver> GpuSvm<T> {
         range: &'a Range<T>,
         guard: &'a NotifierReadGuard<'_>,
     ) -> Option<ValidPages<'a>> {
-        if !core::ptr::eq(guard.0.sem(), &self.notifier_lock) || !core::ptr::eq(range.svm, self) {
+        if !core::ptr::eq(guard.0.sem(), &self.notifier_lock) {
             return None;
         }
-        // SAFETY: The range is ours, and its notifier stays inserted while `self` lives (type
-        // invariants of `Range`).
-        let notifier = unsafe { &*range.notifier };
+        let notifier = self.notifier_of(range).ok()?;
         // SAFETY: `guard` holds this GPU SVM's notifier lock for reading.
         let pages = unsafe { range.pages.get() };
         let seq = pages.seq.as_ref()?;
@@ -500,211 +517,144 @@ impl<T: Driver> GpuSvm<T> {
         }
         Some(ValidPages { pfns: &pages.pfns })
     }
+
+    /// Migrates the system pages of `range` to device memory `mem`, whose owner must be this GPU
+    /// SVM's. Returns how many pages moved: fewer than the range's when some pages cannot move
+    /// now (pinned, locked, or already in device memory), which is no error; read the pages
+    /// again to bind what the range is made of now.
+    ///
+    /// Takes the range's migrate lock: two GPU faults on one range migrate it once. Fails with
+    /// [`EFAULT`] if the process is exiting, [`EINVAL`] if the range is no longer inside a VMA,
+    /// and with the errors of [`Driver::alloc_devmem`] and [`Driver::copy_to_vram`]; the range is
+    /// then left in system memory.
+    pub fn migrate_to_vram(&self, range: &Range<T>, mem: &DeviceMemory<T>) -> Result<usize> {
+        self.notifier_of(range)?;
+        if mem.owner() != self.owner {
+            return Err(EINVAL);
+        }
+        let _migrate = range.migrate.lock();
+        let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
+        // Allocated before the mmap lock is taken: the driver may evict to make room.
+        let alloc = mem.alloc(range.npages())?;
+        let mmap = mm.mmap_read_lock();
+        let vma = mmap.vma_lookup(range.span.start).ok_or(EINVAL)?;
+        let mig = Migration::setup(vma, range.span(), Select::SYSTEM, self.owner)?;
+        let moved = mem.to_vram(mig, &alloc)?;
+        if moved > 0 {
+            self.stats.migrations_to_vram.add(1);
+            self.stats.bytes_to_vram.add((moved * PAGE_SIZE) as u64);
+        }
+        Ok(moved)
+    }
+
+    /// Migrates the pages of `range` that are in device memory `mem` back to system memory.
+    /// Returns how many pages moved.
+    ///
+    /// Takes the range's migrate lock. Fails with [`EFAULT`] if the process is exiting, and with
+    /// the errors of [`Driver::copy_to_sram`].
+    pub fn evict_range(&self, range: &Range<T>, mem: &DeviceMemory<T>) -> Result<usize> {
+        self.notifier_of(range)?;
+        if mem.owner() != self.owner {
+            return Err(EINVAL);
+        }
+        let _migrate = range.migrate.lock();
+        let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
+        let mmap = mm.mmap_read_lock();
+        let mut moved = 0;
+        let mut addr = range.span.start;
+        // The range may have lost pages to munmap since it was inserted: evict each VMA part.
+        while addr < range.span.end {
+            let Some(vma) = mmap.vma_lookup(addr) else {
+                addr += PAGE_SIZE;
+                continue;
+            };
+            let part = addr..range.span.end.min(vma.end());
+            let mig = Migration::setup(vma, part.clone(), Select::DEVICE_PRIVATE, self.owner)?;
+            moved += mem.to_sram(mig)?;
+            addr = part.end;
+        }
+        self.stats.range_evictions.add(1);
+        self.stats.bytes_evicted.add((moved * PAGE_SIZE) as u64);
+        Ok(moved)
+    }
+
+    /// Removes the ranges that were (partly) unmapped, after the driver stopped all device use
+    /// of them, and the notifiers left without ranges. Returns how many ranges went.
+    ///
+    /// The surviving parts of a partly unmapped range fault in again as new ranges, which fit
+    /// the VMAs that are left; the device pages of the unmapped part were freed by the unmap.
+    /// The driver calls this from process context, e.g. at the start of its GPU fault handler;
+    /// the notifier callback cannot, as it must not free or sleep.
+    pub fn collect_garbage(&self) -> usize {
+        let mut notifiers = self.notifiers.lock();
+        let mut removed = 0;
+        for (_, n) in notifiers.iter() {
+            let _guard = self.notifier_lock.write();
+            // SAFETY: The notifier lock is held for writing; this is the only borrow.
+            let ranges = unsafe { n.ranges.get_mut() };
+            let mut cursor = ranges.cursor_front_mut();
+            while let Some(c) = cursor {
+                let r = c.current().1;
+                // SAFETY: As above; these pages are not borrowed elsewhere.
+                if !unsafe { r.pages.get() }.unmapped {
+                    cursor = c.move_next();
+                    continue;
+                }
+                self.driver.invalidate(r, r.span(), Event::Unmap);
+                removed += 1;
+                // Freeing is fine under the lock; allocating is not.
+                let (next, _node) = c.remove_current();
+                cursor = next;
+            }
+        }
+        // Notifiers without ranges go. Removal waits for running callbacks, which take the
+        // notifier lock, so it is not held here.
+        let mut cursor = notifiers.cursor_front_mut();
+        while let Some(c) = cursor {
+            let empty = {
+                let _guard = self.notifier_lock.read();
+                // SAFETY: The notifier lock is held for reading.
+                unsafe { c.current().1.ranges.get() }.is_empty()
+            };
+            cursor = if empty {
+                c.remove_current().0
+            } else {
+                c.move_next()
+            };
+        }
+        if removed > 0 {
+            self.stats.gc_runs.add(1);
+            self.stats.gc_ranges.add(removed as u64);
+        }
+        removed
+    }
+
+    /// The number of ranges and of notifiers.
+    pub fn count(&self) -> (usize, usize) {
+        let notifiers = self.notifiers.lock();
+        let _guard = self.notifier_lock.read();
+        let (mut ranges, mut count) = (0, 0);
+        // Plain loops: iterator adapters over these types make symbol names longer than
+        // modpost takes.
+        for (_, n) in notifiers.iter() {
+            count += 1;
+            // SAFETY: The notifier lock is held for reading.
+            for _ in unsafe { n.ranges.get() }.iter() {
+                ranges += 1;
+            }
+        }
+        (ranges, count)
+    }
 }
 
 #[pinned_drop]
 impl<T: Driver> PinnedDrop for GpuSvm<T> {
     fn drop(self: Pin<&mut Self>) {
         // Remove the notifiers first: removal waits for running callbacks, which use `self`.
+        // Their ranges go with them; the mm reference goes last, with the fields.
         let mut notifiers = self.notifiers.lock();
-        while let Some(n) = notifiers.pop() {
-            drop(n);
+        while let Some(c) = notifiers.cursor_front_mut() {
+            drop(c.remove_current());
         }
-    }
-}
-
-#[cfg(CONFIG_RUST_DRM_GPUSVM_KUNIT_TEST)]
-#[macros::kunit_tests(rust_drm_gpusvm)]
-mod tests {
-    use super::*;
-    use crate::{
-        mm::test_mm::UserMapping,
-        sync::atomic::{
-            Atomic,
-            Relaxed, //
-        },
-    };
-
-    const SZ_64K: usize = 64 * 1024;
-    const SZ_2M: usize = 2 * 1024 * 1024;
-    static OWNER: u8 = 0;
-    const MAX_PTES: usize = 4096;
-
-    /// A device whose page table maps single pages: `ptes` holds the bound addresses, up to
-    /// `MAX_PTES`.
-    #[pin_data]
-    struct Mock {
-        invalidations: Atomic<u32>,
-        #[pin]
-        ptes: Mutex<KVec<usize>>,
-    }
-
-    impl Driver for Mock {
-        fn invalidate(&self, _range: &Range<Self>, span: ops::Range<usize>, _event: Event) {
-            self.invalidations.fetch_add(1, Relaxed);
-            self.ptes.lock().retain(|a| !span.contains(a));
-        }
-    }
-
-    impl Mock {
-        /// Binds the pages of `range`, which must be current. The page table is allocated up
-        /// front: its lock is taken in `invalidate`, which reclaim can call, so neither it nor
-        /// the notifier lock may be held around an allocation (lockdep reports it otherwise).
-        fn bind(svm: &GpuSvm<Mock>, range: &Range<Mock>) -> Result {
-            let guard = svm.notifier_read();
-            let valid = svm.pages_valid(range, &guard).ok_or(EAGAIN)?;
-            let mut ptes = svm.driver().ptes.lock();
-            ptes.retain(|a| !range.span().contains(a));
-            for (i, _) in valid
-                .pfns()
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.is_valid())
-            {
-                ptes.push_within_capacity(range.span().start + i * PAGE_SIZE)
-                    .map_err(|_| ENOMEM)?;
-            }
-            Ok(())
-        }
-
-        fn bound(&self, addr: usize) -> bool {
-            self.ptes.lock().contains(&addr)
-        }
-    }
-
-    fn svm(map: &UserMapping) -> Result<Pin<KBox<GpuSvm<Mock>>>> {
-        let chunks = ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])?;
-        let ptes = KVec::with_capacity(MAX_PTES, GFP_KERNEL)?;
-        let mock = pin_init!(Mock {
-            invalidations: Atomic::new(0),
-            ptes <- new_mutex!(ptes),
-        });
-        let owner = DeviceOwner::from_ref(&OWNER);
-        KBox::pin_init(
-            GpuSvm::new(map.mm(), PAGE_SIZE..1 << 47, 1 << 29, chunks, owner, mock)?,
-            GFP_KERNEL,
-        )
-    }
-
-    /// The index of the first 2M-aligned page of `map`.
-    fn aligned_page(map: &UserMapping) -> usize {
-        (((map.addr(0) + SZ_2M - 1) & !(SZ_2M - 1)) - map.addr(0)) / PAGE_SIZE
-    }
-
-    #[test]
-    fn aligned_buffer_gets_one_2m_range() -> Result {
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        let svm = svm(&map)?;
-        let first = map.addr(aligned_page(&map));
-        let r = svm.find_or_insert(first + 0x1234, 0..usize::MAX)?;
-        assert_eq!(r.span(), first..first + SZ_2M);
-        let again = svm.find_or_insert(first + SZ_2M - 1, 0..usize::MAX)?;
-        assert!(Arc::ptr_eq(&r, &again));
-        Ok(())
-    }
-
-    #[test]
-    fn small_vma_gets_small_ranges_that_never_overlap() -> Result {
-        let map = UserMapping::new(16)?;
-        let svm = svm(&map)?;
-        let vma = map.addr(0)..map.addr(16);
-        let mut ranges: KVec<Arc<Range<Mock>>> = KVec::new();
-        for page in 0..16 {
-            let r = svm.find_or_insert(map.addr(page) + 8, 0..usize::MAX)?;
-            let span = r.span();
-            let size = span.end - span.start;
-            assert!(size == SZ_64K || size == PAGE_SIZE);
-            assert_eq!(span.start % size, 0);
-            assert!(span.start >= vma.start && span.end <= vma.end);
-            assert!(span.contains(&map.addr(page)));
-            if !ranges.iter().any(|o| Arc::ptr_eq(o, &r)) {
-                assert!(!ranges.iter().any(|o| o.overlaps(&span)));
-                ranges.push(r, GFP_KERNEL)?;
-            }
-        }
-        let covered: usize = ranges.iter().map(|r| r.span().end - r.span().start).sum();
-        assert_eq!(covered, 16 * PAGE_SIZE);
-        Ok(())
-    }
-
-    #[test]
-    fn no_vma_is_enoent() -> Result {
-        let map = UserMapping::new(4)?;
-        map.unmap(2, 2)?;
-        let svm = svm(&map)?;
-        assert_eq!(
-            svm.find_or_insert(map.addr(3), 0..usize::MAX).err(),
-            Some(ENOENT)
-        );
-        assert_eq!(svm.find_or_insert(0, 0..usize::MAX).err(), Some(ENOENT));
-        Ok(())
-    }
-
-    #[test]
-    fn invalidation_takes_the_bind_proof_away_until_pages_are_read_again() -> Result {
-        let map = UserMapping::new(16)?;
-        map.write(0, &[9u8; 16 * 4096])?;
-        let svm = svm(&map)?;
-        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
-
-        // Not read yet: no proof.
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
-        svm.get_pages(&r, true)?;
-        {
-            let guard = svm.notifier_read();
-            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
-            assert!(valid.pfns().iter().all(|p| p.is_valid() && p.is_writable()));
-        }
-
-        // The CPU mapping of a page of the range changes: the proof is gone.
-        let span = r.span();
-        let page = (span.start - map.addr(0)) / PAGE_SIZE;
-        map.dontneed(page, 1)?;
-        assert!(svm.driver().invalidations.load(Relaxed) >= 1);
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
-
-        // Reading the pages again gives it back.
-        svm.get_pages(&r, false)?;
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_some());
-        Ok(())
-    }
-
-    #[test]
-    fn partial_munmap_leaves_no_stale_pte_and_survivors_fault_again() -> Result {
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        let first = aligned_page(&map);
-        map.write(first * PAGE_SIZE, &[1u8; SZ_2M])?;
-        let svm = svm(&map)?;
-        let start = map.addr(first);
-        let r = svm.find_or_insert(start, 0..usize::MAX)?;
-        assert_eq!(r.span(), start..start + SZ_2M);
-        svm.get_pages(&r, true)?;
-        Mock::bind(&svm, &r)?;
-        let middle = first + SZ_2M / PAGE_SIZE / 2;
-        assert!(svm.driver().bound(map.addr(middle)));
-
-        // Unmap the middle page: its device PTE goes at once (the core may invalidate more, e.g.
-        // the whole 2M when it splits a THP mapping first), and the range cannot be bound.
-        map.unmap(middle, 1)?;
-        assert!(!svm.driver().bound(map.addr(middle)));
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
-
-        assert_eq!(svm.collect_garbage(), 1);
-        assert!(!svm.driver().bound(start));
-        assert_eq!(svm.count(), (0, 0));
-        drop(r);
-
-        // The survivors on both sides fault in again, as ranges inside the VMAs left.
-        for page in [first, middle - 1, middle + 1, first + SZ_2M / PAGE_SIZE - 1] {
-            let r = svm.find_or_insert(map.addr(page), 0..usize::MAX)?;
-            assert!(!r.span().contains(&map.addr(middle)));
-            svm.get_pages(&r, false)?;
-            Mock::bind(&svm, &r)?;
-            assert!(svm.driver().bound(map.addr(page)));
-        }
-        let mut buf = [0u8; 4];
-        map.read((middle + 1) * PAGE_SIZE, &mut buf)?;
-        assert_eq!(buf, [1u8; 4]);
-        Ok(())
     }
 }

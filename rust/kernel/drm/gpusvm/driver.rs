@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The operations a driver supplies to GPU SVM.
+
+use super::{
+    DeviceMemory,
+    FreePages,
+    Range, //
+};
+use crate::{
+    mm::mmu_notifier::Event,
+    page::BorrowedPage,
+    prelude::*, //
+};
+use core::ops;
+
+/// The driver side of GPU SVM: what only the device can do.
+///
+/// It is implemented by the driver's per-address-space object, which [`GpuSvm`] holds. The
+/// device memory operations take the [`DeviceMemory`] instead of `self`: a CPU fault on a device
+/// page reaches them through the page, with no GPU address space in sight (the page may be
+/// mapped at another address, or in another process after a fork).
+///
+/// [`GpuSvm`]: super::GpuSvm
+pub trait Driver: Send + Sync + Sized + 'static {
+    /// The per-device state the device memory operations use (allocator, copy engine), held by
+    /// the [`DeviceMemory`].
+    type Device: Send + Sync;
+
+    /// One allocation of device memory (e.g. the allocator's blocks). The layer drops it when
+    /// the last of its pages is freed, which may be in atomic context: its `Drop` must not sleep
+    /// (defer the release to a work item if the allocator sleeps).
+    type Allocation: Send + Sync;
+
+    /// Stops all device use of `span` of `range`: zaps its device page table entries and flushes
+    /// the device TLB, so that the device can no longer reach the pages.
+    ///
+    /// Called from the mmu notifier with the notifier lock held for writing: it must not sleep on
+    /// memory allocation nor take locks that are held around allocations.
+    fn invalidate(&self, range: &Range<Self>, span: ops::Range<usize>, event: Event);
+
+    /// Allocates `npages` pages of device memory, returning the allocation and its free pages
+    /// (exactly `npages`), in the order they are to back the pages of the range.
+    ///
+    /// Fails with [`ENOMEM`] (or [`ENOSPC`]) when device memory is exhausted: the layer then
+    /// leaves the range in system memory.
+    fn alloc_devmem(
+        mem: &DeviceMemory<Self>,
+        npages: usize,
+    ) -> Result<(Self::Allocation, FreePages)>;
+
+    /// Copies system memory to device memory: page `src[i]` to device page `dst[i]` (a pfn of
+    /// `mem`); a `None` source is a hole of the range, whose device page is to be zeroed.
+    ///
+    /// Returns when the copies are done. On failure the layer leaves the range in system memory.
+    fn copy_to_vram(
+        mem: &DeviceMemory<Self>,
+        dst: &[usize],
+        src: &[Option<BorrowedPage<'_>>],
+    ) -> Result;
+
+    /// Copies device memory to system memory: device page `src[i]` (a pfn of `mem`) to page
+    /// `dst[i]`.
+    ///
+    /// Called on CPU faults and evictions, with no GPU SVM lock held. Returns when the copies are
+    /// done; on failure the pages stay in device memory (a CPU access then gets `SIGBUS`).
+    fn copy_to_sram(mem: &DeviceMemory<Self>, src: &[usize], dst: &[BorrowedPage<'_>]) -> Result;
+}

@@ -1,0 +1,632 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit tests of GPU SVM against a real user address space, with a mock driver: a device page
+//! table of single pages, and simulated device memory backed by system pages.
+
+#[macros::kunit_tests(rust_drm_gpusvm)]
+mod tests {
+    use super::super::*;
+    use crate::{
+        c_str,
+        mm::{
+            mmu_notifier::Event,
+            test_mm::UserMapping,
+            DeviceOwner, //
+        },
+        page::{
+            BorrowedPage,
+            Page,
+            PAGE_SIZE, //
+        },
+        prelude::*,
+        sync::{
+            atomic::{
+                Atomic,
+                Relaxed, //
+            },
+            new_mutex,
+            new_spinlock,
+            Arc,
+            Completion,
+            Mutex,
+            SpinLock, //
+        },
+        workqueue,
+    };
+    use core::ops;
+
+    const SZ_64K: usize = 64 * 1024;
+    const SZ_2M: usize = 2 * 1024 * 1024;
+    static OWNER: u8 = 0;
+    const MAX_PTES: usize = 4096;
+    /// Simulated device memory: two 2M ranges.
+    const VRAM_PAGES: usize = 1024;
+
+    /// A device page table entry: the address it maps, and whether it points to device memory.
+    #[derive(Clone, Copy, PartialEq)]
+    struct Pte {
+        addr: usize,
+        vram: bool,
+    }
+
+    /// A device whose page table maps single pages: `ptes` holds the bound entries, up to
+    /// `MAX_PTES`.
+    #[pin_data]
+    struct Mock {
+        invalidations: Atomic<u32>,
+        #[pin]
+        ptes: Mutex<KVec<Pte>>,
+    }
+
+    /// Simulated device memory: page `i` is backed by system page `backing[i]`.
+    #[pin_data]
+    struct MockVram {
+        backing: KVec<Page>,
+        free: Arc<SpinLock<KVec<bool>>>,
+        /// Copies to device memory to fail, for fault injection.
+        fail_copies: Atomic<u32>,
+    }
+
+    /// An allocation of simulated device memory: its pages go back to the free list on drop.
+    struct MockAlloc {
+        pages: KVec<usize>,
+        free: Arc<SpinLock<KVec<bool>>>,
+    }
+
+    impl Drop for MockAlloc {
+        fn drop(&mut self) {
+            let mut free = self.free.lock();
+            for &i in self.pages.iter() {
+                free[i] = true;
+            }
+        }
+    }
+
+    impl Driver for Mock {
+        type Device = MockVram;
+        type Allocation = MockAlloc;
+
+        fn invalidate(&self, _range: &Range<Self>, span: ops::Range<usize>, _event: Event) {
+            self.invalidations.fetch_add(1, Relaxed);
+            self.ptes.lock().retain(|p| !span.contains(&p.addr));
+        }
+
+        fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(MockAlloc, FreePages)> {
+            let mut pages = KVec::with_capacity(npages, GFP_KERNEL)?;
+            let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
+            let free = mem.device().free.clone();
+            {
+                let mut list = free.lock();
+                for (i, f) in list
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, f)| **f)
+                    .take(npages)
+                {
+                    *f = false;
+                    pages.push_within_capacity(i).map_err(|_| ENOMEM)?;
+                    pfns.push_within_capacity(mem.pfns().start + i)
+                        .map_err(|_| ENOMEM)?;
+                }
+            }
+            // Pages taken so far go back to the free list if there are not enough.
+            let alloc = MockAlloc { pages, free };
+            if alloc.pages.len() < npages {
+                return Err(ENOSPC);
+            }
+            // SAFETY: The pages were just taken from the free list of `mem`, once each, and go
+            // back to it only when `alloc` is dropped.
+            Ok((alloc, unsafe { FreePages::new(pfns) }))
+        }
+
+        fn copy_to_vram(
+            mem: &DeviceMemory<Self>,
+            dst: &[usize],
+            src: &[Option<BorrowedPage<'_>>],
+        ) -> Result {
+            let fail = &mem.device().fail_copies;
+            if fail.load(Relaxed) > 0 {
+                fail.fetch_sub(1, Relaxed);
+                return Err(EIO);
+            }
+            let mut buf = page_buffer()?;
+            for (&pfn, page) in dst.iter().zip(src) {
+                let vram = &mem.device().backing[pfn - mem.pfns().start];
+                match page {
+                    Some(page) => copy(vram, page, &mut buf)?,
+                    // SAFETY: The backing page of a free device page is not used by anyone.
+                    None => unsafe { vram.fill_zero_raw(0, PAGE_SIZE)? },
+                }
+            }
+            Ok(())
+        }
+
+        fn copy_to_sram(
+            mem: &DeviceMemory<Self>,
+            src: &[usize],
+            dst: &[BorrowedPage<'_>],
+        ) -> Result {
+            let mut buf = page_buffer()?;
+            for (&pfn, page) in src.iter().zip(dst) {
+                copy(
+                    page,
+                    &mem.device().backing[pfn - mem.pfns().start],
+                    &mut buf,
+                )?;
+            }
+            Ok(())
+        }
+    }
+
+    fn page_buffer() -> Result<KVec<u8>> {
+        let mut buf = KVec::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
+        buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
+        Ok(buf)
+    }
+
+    fn copy(dst: &Page, src: &Page, buf: &mut [u8]) -> Result {
+        // SAFETY: `buf` is valid for reads and writes of `PAGE_SIZE` bytes; the pages are not
+        // written by anyone else during a migration.
+        unsafe {
+            src.read_raw(buf.as_mut_ptr(), 0, PAGE_SIZE)?;
+            dst.write_raw(buf.as_ptr(), 0, PAGE_SIZE)
+        }
+    }
+
+    impl Mock {
+        /// Binds the pages of `range`, which must be current. The page table is allocated up
+        /// front: its lock is taken in `invalidate`, which reclaim can call, so neither it nor
+        /// the notifier lock may be held around an allocation (lockdep reports it otherwise).
+        fn bind(svm: &GpuSvm<Mock>, range: &Range<Mock>) -> Result {
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(range, &guard).ok_or(EAGAIN)?;
+            let mut ptes = svm.driver().ptes.lock();
+            ptes.retain(|p| !range.span().contains(&p.addr));
+            for (i, pfn) in valid.pfns().iter().enumerate() {
+                if !pfn.is_valid() {
+                    continue;
+                }
+                let pte = Pte {
+                    addr: range.span().start + i * PAGE_SIZE,
+                    vram: pfn.device_private_owner() == Some(owner()),
+                };
+                ptes.push_within_capacity(pte).map_err(|_| ENOMEM)?;
+            }
+            Ok(())
+        }
+
+        /// Whether `addr` is bound, and to device memory.
+        fn bound(&self, addr: usize) -> Option<bool> {
+            let ptes = self.ptes.lock();
+            ptes.iter().find(|p| p.addr == addr).map(|p| p.vram)
+        }
+
+        /// The number of entries bound to device memory.
+        fn bound_in_vram(&self) -> usize {
+            self.ptes.lock().iter().filter(|p| p.vram).count()
+        }
+    }
+
+    fn owner() -> DeviceOwner {
+        DeviceOwner::from_ref(&OWNER)
+    }
+
+    fn svm(map: &UserMapping) -> Result<Arc<GpuSvm<Mock>>> {
+        let chunks = ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])?;
+        let ptes = KVec::with_capacity(MAX_PTES, GFP_KERNEL)?;
+        let mock = pin_init!(Mock {
+            invalidations: Atomic::new(0),
+            ptes <- new_mutex!(ptes),
+        });
+        Arc::pin_init(
+            GpuSvm::new(map.mm(), PAGE_SIZE..1 << 47, 1 << 29, chunks, owner(), mock)?,
+            GFP_KERNEL,
+        )
+    }
+
+    fn vram() -> Result<Arc<DeviceMemory<Mock>>> {
+        let mut backing = KVec::with_capacity(VRAM_PAGES, GFP_KERNEL)?;
+        let mut free = KVec::with_capacity(VRAM_PAGES, GFP_KERNEL)?;
+        for _ in 0..VRAM_PAGES {
+            backing.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
+            free.push(true, GFP_KERNEL)?;
+        }
+        let free = Arc::pin_init(new_spinlock!(free), GFP_KERNEL)?;
+        let device = pin_init!(MockVram {
+            backing,
+            free,
+            fail_copies: Atomic::new(0),
+        });
+        Arc::pin_init(
+            DeviceMemory::new(
+                VRAM_PAGES * PAGE_SIZE,
+                owner(),
+                c_str!("rust_gpusvm_test_vram"),
+                device,
+            )?,
+            GFP_KERNEL,
+        )
+    }
+
+    /// Checks that device memory `mem` has nothing in use and released every allocation.
+    fn assert_nothing_leaked(mem: &DeviceMemory<Mock>) {
+        let stats = mem.stats();
+        assert_eq!(stats.pages_in_use.get(), 0);
+        assert_eq!(stats.allocations.get(), stats.releases.get());
+        assert!(mem.device().free.lock().iter().all(|&f| f));
+    }
+
+    /// The index of the first 2M-aligned page of `map`.
+    fn aligned_page(map: &UserMapping) -> usize {
+        (((map.addr(0) + SZ_2M - 1) & !(SZ_2M - 1)) - map.addr(0)) / PAGE_SIZE
+    }
+
+    /// The byte `fill` writes to page `i`: never 0, and different on neighbouring pages.
+    fn byte(i: usize) -> u8 {
+        // CAST: The value is below 252.
+        (i % 251) as u8 + 1
+    }
+
+    /// Fills page `i` of `map` with `byte(i)`.
+    fn fill(map: &UserMapping, pages: usize) -> Result {
+        for i in 0..pages {
+            map.write(i * PAGE_SIZE, &[byte(i); PAGE_SIZE])?;
+        }
+        Ok(())
+    }
+
+    /// Counts the bytes of pages `pages` of `map` that differ from what `fill` wrote.
+    fn bad_bytes(map: &UserMapping, pages: ops::Range<usize>) -> Result<usize> {
+        let mut bad = 0;
+        let mut buf = [0u8; 512];
+        for i in pages {
+            for off in (0..PAGE_SIZE).step_by(buf.len()) {
+                map.read(i * PAGE_SIZE + off, &mut buf)?;
+                bad += buf.iter().filter(|&&b| b != byte(i)).count();
+            }
+        }
+        Ok(bad)
+    }
+
+    /// A 2M buffer filled by `fill`, its range migrated to `mem` (every page moved) and bound.
+    /// Returns the mapping (4M, to contain an aligned 2M) and the index of the range's first page.
+    fn migrated(
+        svm: &GpuSvm<Mock>,
+        mem: &DeviceMemory<Mock>,
+        map: &UserMapping,
+    ) -> Result<(Arc<Range<Mock>>, usize)> {
+        let first = aligned_page(map);
+        let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
+        assert_eq!(r.npages(), SZ_2M / PAGE_SIZE);
+        assert_eq!(svm.migrate_to_vram(&r, mem)?, r.npages());
+        svm.get_pages(&r, true)?;
+        Mock::bind(svm, &r)?;
+        assert_eq!(svm.driver().bound_in_vram(), r.npages());
+        Ok((r, first))
+    }
+
+    #[test]
+    fn aligned_buffer_gets_one_2m_range() -> Result {
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let first = map.addr(aligned_page(&map));
+        let r = svm.find_or_insert(first + 0x1234, 0..usize::MAX)?;
+        assert_eq!(r.span(), first..first + SZ_2M);
+        let again = svm.find_or_insert(first + SZ_2M - 1, 0..usize::MAX)?;
+        assert!(Arc::ptr_eq(&r, &again));
+        assert!(svm.find(first).is_some_and(|f| Arc::ptr_eq(&f, &r)));
+        assert!(svm.find(first + SZ_2M).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn small_vma_gets_small_ranges_that_never_overlap() -> Result {
+        let map = UserMapping::new(16)?;
+        let svm = svm(&map)?;
+        let vma = map.addr(0)..map.addr(16);
+        let mut ranges: KVec<Arc<Range<Mock>>> = KVec::new();
+        for page in 0..16 {
+            let r = svm.find_or_insert(map.addr(page) + 8, 0..usize::MAX)?;
+            let span = r.span();
+            let size = span.end - span.start;
+            assert!(size == SZ_64K || size == PAGE_SIZE);
+            assert_eq!(span.start % size, 0);
+            assert!(span.start >= vma.start && span.end <= vma.end);
+            assert!(span.contains(&map.addr(page)));
+            if !ranges.iter().any(|o| Arc::ptr_eq(o, &r)) {
+                assert!(!ranges.iter().any(|o| o.overlaps(&span)));
+                ranges.push(r, GFP_KERNEL)?;
+            }
+        }
+        let covered: usize = ranges.iter().map(|r| r.span().end - r.span().start).sum();
+        assert_eq!(covered, 16 * PAGE_SIZE);
+        assert_eq!(svm.count(), (ranges.len(), 1));
+        Ok(())
+    }
+
+    #[test]
+    fn no_vma_is_enoent() -> Result {
+        let map = UserMapping::new(4)?;
+        map.unmap(2, 2)?;
+        let svm = svm(&map)?;
+        assert_eq!(
+            svm.find_or_insert(map.addr(3), 0..usize::MAX).err(),
+            Some(ENOENT)
+        );
+        assert_eq!(svm.find_or_insert(0, 0..usize::MAX).err(), Some(ENOENT));
+        Ok(())
+    }
+
+    #[test]
+    fn invalidation_takes_the_bind_proof_away_until_pages_are_read_again() -> Result {
+        let map = UserMapping::new(16)?;
+        map.write(0, &[9u8; 16 * 4096])?;
+        let svm = svm(&map)?;
+        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+
+        // Not read yet: no proof.
+        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        svm.get_pages(&r, true)?;
+        {
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            assert!(valid.pfns().iter().all(|p| p.is_valid() && p.is_writable()));
+        }
+
+        // The CPU mapping of a page of the range changes: the proof is gone.
+        let span = r.span();
+        let page = (span.start - map.addr(0)) / PAGE_SIZE;
+        map.dontneed(page, 1)?;
+        assert!(svm.driver().invalidations.load(Relaxed) >= 1);
+        assert!(svm.stats().invalidations.get() >= 1);
+        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+
+        // Reading the pages again gives it back.
+        svm.get_pages(&r, false)?;
+        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn partial_munmap_leaves_no_stale_pte_and_survivors_fault_again() -> Result {
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        let first = aligned_page(&map);
+        map.write(first * PAGE_SIZE, &[1u8; SZ_2M])?;
+        let svm = svm(&map)?;
+        let start = map.addr(first);
+        let r = svm.find_or_insert(start, 0..usize::MAX)?;
+        assert_eq!(r.span(), start..start + SZ_2M);
+        svm.get_pages(&r, true)?;
+        Mock::bind(&svm, &r)?;
+        let middle = first + SZ_2M / PAGE_SIZE / 2;
+        assert_eq!(svm.driver().bound(map.addr(middle)), Some(false));
+
+        // Unmap the middle page: its device PTE goes at once (the core may invalidate more, e.g.
+        // the whole 2M when it splits a THP mapping first), and the range cannot be bound.
+        map.unmap(middle, 1)?;
+        assert_eq!(svm.driver().bound(map.addr(middle)), None);
+        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+
+        assert_eq!(svm.collect_garbage(), 1);
+        assert_eq!(svm.driver().bound(start), None);
+        assert_eq!(svm.count(), (0, 0));
+        assert_eq!(svm.stats().gc_runs.get(), 1);
+        drop(r);
+
+        // The survivors on both sides fault in again, as ranges inside the VMAs left.
+        for page in [first, middle - 1, middle + 1, first + SZ_2M / PAGE_SIZE - 1] {
+            let r = svm.find_or_insert(map.addr(page), 0..usize::MAX)?;
+            assert!(!r.span().contains(&map.addr(middle)));
+            svm.get_pages(&r, false)?;
+            Mock::bind(&svm, &r)?;
+            assert_eq!(svm.driver().bound(map.addr(page)), Some(false));
+        }
+        let mut buf = [0u8; 4];
+        map.read((middle + 1) * PAGE_SIZE, &mut buf)?;
+        assert_eq!(buf, [1u8; 4]);
+        Ok(())
+    }
+
+    #[test]
+    fn cpu_access_migrates_back_without_the_migrate_lock() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let (r, first) = migrated(&svm, &mem, &map)?;
+        assert_eq!(svm.stats().migrations_to_vram.get(), 1);
+        assert_eq!(svm.stats().bytes_to_vram.get(), SZ_2M as u64);
+        assert_eq!(mem.stats().pages_in_use.get(), r.npages() as u64);
+
+        // The CPU reads and writes while the range's migrate lock is held: `migrate_to_ram`
+        // must not take it (the test would hang, and lockdep report it).
+        {
+            let _migrate = r.migrate.lock();
+            assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
+            map.write(first * PAGE_SIZE, &[0xaa; 16])?;
+        }
+        assert!(mem.stats().cpu_faults.get() >= 1);
+        assert_eq!(mem.stats().bytes_cpu_faulted.get(), SZ_2M as u64);
+        assert_eq!(mem.stats().pages_in_use.get(), 0);
+        assert_eq!(svm.driver().bound_in_vram(), 0);
+
+        // The GPU faults again: system pages now, with the CPU's write.
+        svm.get_pages(&r, false)?;
+        Mock::bind(&svm, &r)?;
+        assert_eq!(svm.driver().bound(r.span().start), Some(false));
+        let mut buf = [0u8; 17];
+        map.read(first * PAGE_SIZE, &mut buf)?;
+        assert_eq!(buf[..16], [0xaa; 16]);
+        assert_eq!(buf[16], byte(first));
+        drop(svm);
+        assert_nothing_leaked(&mem);
+        Ok(())
+    }
+
+    #[test]
+    fn two_threads_faulting_one_range_migrate_it_once() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let first = aligned_page(&map);
+        let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
+        let done = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
+        let other = Arc::pin_init(new_spinlock!(None), GFP_KERNEL)?;
+        {
+            let (svm, mem, r, done, other) = (
+                svm.clone(),
+                mem.clone(),
+                r.clone(),
+                done.clone(),
+                other.clone(),
+            );
+            workqueue::system().try_spawn(GFP_KERNEL, move || {
+                *other.lock() = Some(svm.migrate_to_vram(&r, &mem));
+                done.complete_all();
+            })?;
+        }
+        let mine = svm.migrate_to_vram(&r, &mem)?;
+        done.wait_for_completion();
+        let theirs = other.lock().take().ok_or(EINVAL)??;
+
+        // One of them moved every page, the other found nothing left to move.
+        assert_eq!(mine + theirs, r.npages());
+        assert!(mine == 0 || theirs == 0);
+        assert_eq!(svm.stats().migrations_to_vram.get(), 1);
+        assert_eq!(mem.stats().pages_in_use.get(), r.npages() as u64);
+        assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_pinned_page_makes_migration_partial_and_the_gpu_still_gets_every_page() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let first = aligned_page(&map);
+        let pinned = map.pin(first + 3)?;
+        let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
+        assert_eq!(svm.migrate_to_vram(&r, &mem)?, r.npages() - 1);
+
+        svm.get_pages(&r, true)?;
+        Mock::bind(&svm, &r)?;
+        assert_eq!(svm.driver().bound_in_vram(), r.npages() - 1);
+        assert_eq!(svm.driver().bound(map.addr(first + 3)), Some(false));
+        assert_eq!(svm.driver().bound(map.addr(first + 4)), Some(true));
+        drop(pinned);
+        assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_copy_leaves_the_range_in_system_memory() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let first = aligned_page(&map);
+        let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
+        mem.device().fail_copies.store(1, Relaxed);
+        assert_eq!(svm.migrate_to_vram(&r, &mem).err(), Some(EIO));
+        svm.get_pages(&r, false)?;
+        Mock::bind(&svm, &r)?;
+        assert_eq!(svm.driver().bound_in_vram(), 0);
+        assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
+        assert_nothing_leaked(&mem);
+        Ok(())
+    }
+
+    #[test]
+    fn munmap_in_a_migrated_range_frees_its_device_pages() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let (r, first) = migrated(&svm, &mem, &map)?;
+        let middle = first + r.npages() / 2;
+        map.unmap(middle, 1)?;
+        assert_eq!(svm.driver().bound(map.addr(middle)), None);
+        assert_eq!(mem.stats().pages_in_use.get(), r.npages() as u64 - 1);
+        assert_eq!(svm.collect_garbage(), 1);
+        drop(r);
+
+        // The survivors fault in again, from device memory.
+        for page in [first, middle - 1, middle + 1] {
+            let r = svm.find_or_insert(map.addr(page), 0..usize::MAX)?;
+            svm.get_pages(&r, false)?;
+            Mock::bind(&svm, &r)?;
+            assert_eq!(svm.driver().bound(map.addr(page)), Some(true));
+        }
+        assert_eq!(bad_bytes(&map, first..middle)?, 0);
+        assert_eq!(bad_bytes(&map, middle + 1..first + SZ_2M / PAGE_SIZE)?, 0);
+        map.unmap(0, map.len() / PAGE_SIZE)?;
+        drop(svm);
+        assert_nothing_leaked(&mem);
+        Ok(())
+    }
+
+    #[test]
+    fn mremap_of_a_migrated_buffer_keeps_its_data_and_drops_the_old_range() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let (r, first) = migrated(&svm, &mem, &map)?;
+        let target = UserMapping::new(map.len() / PAGE_SIZE)?;
+        map.move_to(&target)?;
+
+        // The old range was unmapped: no device PTE left, and the collector removes it.
+        assert_eq!(svm.driver().bound_in_vram(), 0);
+        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        assert_eq!(svm.collect_garbage(), 1);
+        assert_eq!(svm.migrate_to_vram(&r, &mem).err(), Some(EINVAL));
+        drop(r);
+
+        // At the new address the pages are still in device memory, and the data intact.
+        let page = target.addr(first + 7);
+        let r = svm.find_or_insert(page, 0..usize::MAX)?;
+        svm.get_pages(&r, false)?;
+        Mock::bind(&svm, &r)?;
+        assert_eq!(svm.driver().bound(page), Some(true));
+        assert_eq!(bad_bytes(&target, first..first + SZ_2M / PAGE_SIZE)?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn range_eviction_brings_the_pages_back() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let (r, first) = migrated(&svm, &mem, &map)?;
+        assert_eq!(svm.evict_range(&r, &mem)?, r.npages());
+        assert_eq!(svm.driver().bound_in_vram(), 0);
+        assert_eq!(svm.stats().bytes_evicted.get(), SZ_2M as u64);
+        assert_eq!(mem.stats().cpu_faults.get(), 0);
+        assert_nothing_leaked(&mem);
+        assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn teardown_with_ranges_in_device_memory_frees_everything() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let (r, first) = migrated(&svm, &mem, &map)?;
+        drop(r);
+        drop(svm);
+
+        // The process still maps the device pages; evicting them (as dropping the device memory
+        // does) gives them back without a CPU fault.
+        assert!(mem.evict_all());
+        assert_eq!(mem.stats().cpu_faults.get(), 0);
+        assert_eq!(mem.stats().bytes_evicted.get(), SZ_2M as u64);
+        assert_nothing_leaked(&mem);
+        assert_eq!(bad_bytes(&map, first..first + SZ_2M / PAGE_SIZE)?, 0);
+        Ok(())
+    }
+}
