@@ -62,6 +62,14 @@ impl HmmPfn {
         }
     }
 
+    /// The entry of page `pfn` mapped writable, for a page the caller knows that of, which HMM
+    /// does not report: a page made exclusive to the device (see
+    /// [`make_device_exclusive`](crate::mm::exclusive::make_device_exclusive)).
+    #[inline]
+    pub const fn writable_page(pfn: usize) -> Self {
+        Self((pfn & !PFN_FLAGS) | PFN_VALID | PFN_WRITE)
+    }
+
     /// Whether a page is mapped there (and [`Self::pfn`] is meaningful).
     #[inline]
     pub const fn is_valid(self) -> bool {

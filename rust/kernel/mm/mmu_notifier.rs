@@ -172,9 +172,29 @@ impl<'a> PendingSeq<'a> {
         unsafe { bindings::mmu_interval_set_seq(self.notifier.as_ptr(), self.cur_seq) };
         SeqSet(PhantomData)
     }
+
+    /// Leaves the sequence number alone for an invalidation that only makes pages exclusive to
+    /// the device `owner` ([`Event::Exclusive`] from `owner`'s own
+    /// [`make_device_exclusive`](crate::mm::exclusive::make_device_exclusive)): that device keeps
+    /// access to the same pages, so its readers' pages stay valid, and a reader that makes pages
+    /// exclusive does not invalidate itself. Any other invalidation gets the token back, to
+    /// [`set`](Self::set) it.
+    #[inline]
+    pub fn skip_own_exclusive(
+        self,
+        range: &NotifierRange,
+        owner: DeviceOwner,
+    ) -> Result<SeqSet<'a>, Self> {
+        if range.event() == Event::Exclusive && range.owner() == Some(owner) {
+            Ok(SeqSet(PhantomData))
+        } else {
+            Err(self)
+        }
+    }
 }
 
-/// Proof that an invalidation published its sequence number; see [`PendingSeq::set`].
+/// Proof that an invalidation published its sequence number, or needed none; see
+/// [`PendingSeq::set`] and [`PendingSeq::skip_own_exclusive`].
 pub struct SeqSet<'a>(PhantomData<fn(&'a ()) -> &'a ()>);
 
 /// The callback of an [`IntervalNotifier`].

@@ -611,6 +611,70 @@ mod tests {
     }
 
     #[test]
+    fn atomics_on_system_memory_hold_until_the_cpu_touches_the_page() -> Result {
+        let map = UserMapping::new(16)?;
+        fill(&map, 16)?;
+        let svm = svm(&map)?;
+        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        let first = (r.span().start - map.addr(0)) / PAGE_SIZE;
+        svm.get_pages(&r, true)?;
+        Mock::bind(&svm, &r)?;
+
+        // Making the pages exclusive does not invalidate our own entries.
+        let seen = svm.stats().invalidations.get();
+        svm.get_pages_atomic(&r, AtomicPolicy::Exclusive, None)?;
+        assert_eq!(svm.stats().invalidations.get(), seen);
+        assert_eq!(svm.driver().bound(r.span().start), Some(false));
+        {
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            assert!(valid.atomic());
+            // The device increments the first byte of the range.
+            // SAFETY: The pages are valid under the notifier lock: they cannot be freed.
+            let page = unsafe { valid.pfns()[0].page() }.ok_or(EINVAL)?;
+            let mut b = [0u8];
+            // SAFETY: `b` is valid for one byte; the CPU cannot access the page meanwhile.
+            unsafe {
+                page.read_raw(b.as_mut_ptr(), 0, 1)?;
+                b[0] += 1;
+                page.write_raw(b.as_ptr(), 0, 1)?;
+            }
+        }
+
+        // The CPU reads the page: it takes it back, which invalidates the range.
+        let mut b = [0u8];
+        map.read(first * PAGE_SIZE, &mut b)?;
+        assert_eq!(b[0], byte(first) + 1);
+        assert!(svm.stats().invalidations.get() > seen);
+        assert_eq!(svm.driver().bound(r.span().start), None);
+        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn atomics_under_the_vram_policy_migrate_the_range() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let first = aligned_page(&map);
+        let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
+        svm.get_pages_atomic(&r, AtomicPolicy::Vram, Some(&mem))?;
+        assert_eq!(svm.stats().migrations_to_vram.get(), 1);
+        {
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            assert!(valid.atomic());
+            assert!(valid
+                .pfns()
+                .iter()
+                .all(|p| p.device_private_owner() == Some(owner())));
+        }
+        assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
+        Ok(())
+    }
+
+    #[test]
     fn teardown_with_ranges_in_device_memory_frees_everything() -> Result {
         let mem = vram()?;
         let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;

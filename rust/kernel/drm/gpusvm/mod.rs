@@ -15,6 +15,139 @@
 //! - [`DeviceMemory`]: one per GPU with VRAM. Ranges migrate there and come back on CPU faults
 //!   and evictions, through the [`Driver`]'s copy operations.
 //!
+//! # Examples
+//!
+//! A driver whose device page table maps system pages, resolving a GPU fault the way every
+//! driver does: collect garbage, find or insert the range, read its pages, bind them with the
+//! proof that they are still valid, and read them again if an invalidation came in between.
+//!
+//! ```
+//! use core::ops;
+//! use kernel::{
+//!     drm::gpusvm::{
+//!         ChunkSizes,
+//!         DeviceMemory,
+//!         Driver,
+//!         FreePages,
+//!         GpuSvm,
+//!         Range, //
+//!     },
+//!     mm::{
+//!         mmu_notifier::Event,
+//!         DeviceOwner, //
+//!     },
+//!     new_mutex,
+//!     page::{
+//!         BorrowedPage,
+//!         PAGE_SIZE, //
+//!     },
+//!     prelude::*,
+//!     sync::Mutex,
+//! };
+//!
+//! /// One GPU address space. Its page table (the bound addresses) has a fixed capacity: its lock
+//! /// is taken in `invalidate`, so nothing may allocate while holding it.
+//! #[pin_data]
+//! struct Vm {
+//!     #[pin]
+//!     ptes: Mutex<KVec<usize>>,
+//! }
+//!
+//! impl Driver for Vm {
+//!     // No device memory: ranges stay in system memory.
+//!     type Device = ();
+//!     type Allocation = ();
+//!
+//!     fn invalidate(&self, _range: &Range<Self>, span: ops::Range<usize>, _event: Event) {
+//!         // Zap the entries (and flush the TLB of a real device).
+//!         self.ptes.lock().retain(|addr| !span.contains(addr));
+//!     }
+//!
+//!     fn alloc_devmem(_mem: &DeviceMemory<Self>, _npages: usize) -> Result<((), FreePages)> {
+//!         Err(ENOSPC)
+//!     }
+//!
+//!     fn copy_to_vram(
+//!         _mem: &DeviceMemory<Self>,
+//!         _dst: &[usize],
+//!         _src: &[Option<BorrowedPage<'_>>],
+//!     ) -> Result {
+//!         Err(ENODEV)
+//!     }
+//!
+//!     fn copy_to_sram(
+//!         _mem: &DeviceMemory<Self>,
+//!         _src: &[usize],
+//!         _dst: &[BorrowedPage<'_>],
+//!     ) -> Result {
+//!         Err(ENODEV)
+//!     }
+//! }
+//!
+//! /// Resolves a GPU fault at `addr`.
+//! fn handle_fault(svm: &GpuSvm<Vm>, addr: usize, write: bool) -> Result {
+//!     svm.collect_garbage();
+//!     let range = svm.find_or_insert(addr, 0..usize::MAX)?;
+//!     for _ in 0..8 {
+//!         svm.get_pages(&range, write)?;
+//!         let guard = svm.notifier_read();
+//!         let Some(valid) = svm.pages_valid(&range, &guard) else {
+//!             // Invalidated since the pages were read.
+//!             continue;
+//!         };
+//!         let mut ptes = svm.driver().ptes.lock();
+//!         ptes.retain(|addr| !range.span().contains(addr));
+//!         for (i, pfn) in valid.pfns().iter().enumerate() {
+//!             if pfn.is_valid() {
+//!                 let addr = range.span().start + i * PAGE_SIZE;
+//!                 ptes.push_within_capacity(addr).map_err(|_| ENOMEM)?;
+//!             }
+//!         }
+//!         return Ok(());
+//!     }
+//!     Err(EBUSY)
+//! }
+//!
+//! # fn user_buffer(len: usize) -> Result<usize> {
+//! #     // SAFETY: Called from a KUnit test, which gets an address space of its own.
+//! #     let addr = unsafe {
+//! #         kernel::bindings::kunit_vm_mmap(
+//! #             kernel::bindings::kunit_get_current_test(),
+//! #             core::ptr::null_mut(),
+//! #             0,
+//! #             len,
+//! #             (kernel::bindings::PROT_READ | kernel::bindings::PROT_WRITE) as usize,
+//! #             (kernel::bindings::MAP_ANONYMOUS | kernel::bindings::MAP_PRIVATE) as usize,
+//! #             0,
+//! #         )
+//! #     };
+//! #     if addr % PAGE_SIZE != 0 { Err(ENOMEM) } else { Ok(addr) }
+//! # }
+//! // A process's buffer of 16 pages, which the GPU writes to.
+//! let buffer = user_buffer(16 * PAGE_SIZE)?;
+//! let task = current!();
+//! let mm = task.mm().ok_or(EINVAL)?;
+//! static OWNER: u8 = 0;
+//! let ptes = KVec::with_capacity(64, GFP_KERNEL)?;
+//! let vm = pin_init!(Vm {
+//!     ptes <- new_mutex!(ptes),
+//! });
+//! let svm = KBox::pin_init(
+//!     GpuSvm::new(
+//!         mm,
+//!         PAGE_SIZE..1 << 47,
+//!         1 << 29,
+//!         ChunkSizes::new(&[2 << 20, 64 << 10, PAGE_SIZE])?,
+//!         DeviceOwner::from_ref(&OWNER),
+//!         vm,
+//!     )?,
+//!     GFP_KERNEL,
+//! )?;
+//! handle_fault(&svm, buffer + 5 * PAGE_SIZE, true)?;
+//! assert!(svm.driver().ptes.lock().contains(&(buffer + 5 * PAGE_SIZE)));
+//! # Ok::<(), Error>(())
+//! ```
+//!
 //! C header: [`include/drm/drm_gpusvm.h`](srctree/include/drm/drm_gpusvm.h)
 
 mod chunk;
@@ -41,6 +174,7 @@ pub use stats::{
     SvmStats, //
 };
 pub use svm::{
+    AtomicPolicy,
     GpuSvm,
     NotifierReadGuard,
     Range,

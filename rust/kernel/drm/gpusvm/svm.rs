@@ -10,6 +10,7 @@ use super::{
 };
 use crate::{
     mm::{
+        exclusive::make_device_exclusive,
         hmm::{
             self,
             HmmPfn,
@@ -32,7 +33,8 @@ use crate::{
         virt,
         DeviceOwner,
         Mm,
-        MmWithUser, //
+        MmWithUser,
+        MmapReadGuard, //
     },
     page::PAGE_SIZE,
     prelude::*,
@@ -108,6 +110,9 @@ struct Pages {
     seq: Option<Seq>,
     /// Whether part of the range was unmapped: it must be torn down.
     unmapped: bool,
+    /// Whether the device may do atomics on every page: each is in device memory of the owner
+    /// or was made exclusive to the device.
+    atomic: bool,
 }
 
 /// A range of a [`GpuSvm`]: an aligned chunk of virtual addresses mirrored as one unit.
@@ -157,6 +162,7 @@ impl<T: Driver> Range<T> {
 /// entries only with it.
 pub struct ValidPages<'a> {
     pfns: &'a [HmmPfn],
+    atomic: bool,
 }
 
 impl ValidPages<'_> {
@@ -166,6 +172,25 @@ impl ValidPages<'_> {
     pub fn pfns(&self) -> &[HmmPfn] {
         self.pfns
     }
+
+    /// Whether the device may do atomics on every page, as read by
+    /// [`GpuSvm::get_pages_atomic`]: in its device memory, or system pages exclusive to it until
+    /// the CPU touches them (which invalidates them).
+    #[inline]
+    pub fn atomic(&self) -> bool {
+        self.atomic
+    }
+}
+
+/// Where a GPU atomic access to a range is done; see [`GpuSvm::get_pages_atomic`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AtomicPolicy {
+    /// On system memory made exclusive to the device: the CPU takes a page back on its next
+    /// touch. For devices that cannot do atomics on system memory over their bus.
+    Exclusive,
+    /// In device memory: the range migrates there first; pages that cannot move are made
+    /// exclusive.
+    Vram,
 }
 
 /// The ranges of a notifier, keyed by their end address: the range containing `addr` is the
@@ -213,6 +238,11 @@ impl<T: Driver> Invalidate for Notifier<T> {
         range.check_blockable()?;
         // SAFETY: The `GpuSvm` outlives its notifiers (type invariants).
         let svm = unsafe { &*self.svm };
+        // Making pages exclusive for our own atomics leaves our pages valid.
+        let seq = match seq.skip_own_exclusive(range, svm.owner) {
+            Ok(done) => return Ok(done),
+            Err(seq) => seq,
+        };
         let _guard = svm.notifier_lock.write();
         let span = range.span();
         // SAFETY: The notifier lock of `svm` is held for writing; no other borrow is live.
@@ -431,6 +461,7 @@ impl<T: Driver> GpuSvm<T> {
                         pfns,
                         seq: None,
                         unmapped: false,
+                        atomic: false,
                     }),
                     migrate <- new_mutex!((), "gpusvm_range_migrate"),
                 }),
@@ -458,6 +489,33 @@ impl<T: Driver> GpuSvm<T> {
     /// for a write to a read-only mapping, [`EBUSY`] if invalidations kept racing with it, and
     /// with the errors of [`hmm::range_fault`].
     pub fn get_pages(&self, range: &Range<T>, write: bool) -> Result {
+        self.read_pages(range, write, false)
+    }
+
+    /// Reads the pages of `range` for a GPU atomic access under `policy`: as
+    /// [`GpuSvm::get_pages`] for writing, then every page not in device memory of the owner is
+    /// made exclusive to the device, so that [`ValidPages::atomic`] holds. With
+    /// [`AtomicPolicy::Vram`] the range first migrates to `mem`; a failed or partial migration
+    /// is no error (the pages left behind are made exclusive).
+    ///
+    /// Fails as [`GpuSvm::get_pages`] does, and with `EOPNOTSUPP` for pages that cannot be
+    /// exclusive (not anonymous, or hugetlb).
+    pub fn get_pages_atomic(
+        &self,
+        range: &Range<T>,
+        policy: AtomicPolicy,
+        mem: Option<&DeviceMemory<T>>,
+    ) -> Result {
+        if let (AtomicPolicy::Vram, Some(mem)) = (policy, mem) {
+            // Whatever did not move is served from system memory below.
+            let _ = self.migrate_to_vram(range, mem);
+        }
+        self.read_pages(range, true, true)
+    }
+
+    /// Reads the pages of `range` (see [`GpuSvm::get_pages`]), making the system pages exclusive
+    /// to the device if `atomic`.
+    fn read_pages(&self, range: &Range<T>, write: bool, atomic: bool) -> Result {
         let notifier = self.notifier_of(range)?;
         let len = range.span.end - range.span.start;
         if let Some(i) = self.chunks.sizes().iter().position(|&s| s == len) {
@@ -469,14 +527,15 @@ impl<T: Driver> GpuSvm<T> {
         for _ in 0..GET_PAGES_RETRIES {
             let seq = notifier.read_begin();
             let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
-            let res = hmm::range_fault(
-                notifier,
-                &mm.mmap_read_lock(),
-                &seq,
-                range.span.start,
-                &mut pfns,
-                request,
-            );
+            let mmap = mm.mmap_read_lock();
+            let res = hmm::range_fault(notifier, &mmap, &seq, range.span.start, &mut pfns, request)
+                .and_then(|()| {
+                    if atomic {
+                        self.make_exclusive(&mmap, range.span.start, &mut pfns)
+                    } else {
+                        Ok(())
+                    }
+                });
             match res {
                 Err(e) if e == EBUSY => {
                     self.stats.retries.add(1);
@@ -493,9 +552,30 @@ impl<T: Driver> GpuSvm<T> {
             let pages = unsafe { range.pages.get_mut() };
             core::mem::swap(&mut pages.pfns, &mut pfns);
             pages.seq = Some(seq);
+            pages.atomic = atomic;
             return Ok(());
         }
         Err(EBUSY)
+    }
+
+    /// Makes the system pages of `pfns`, read from `start` on, exclusive to the device.
+    ///
+    /// This invalidates nothing for us (see [`PendingSeq::skip_own_exclusive`]); a CPU touch
+    /// afterwards does, so the pages need not stay locked until they are bound.
+    fn make_exclusive(
+        &self,
+        mmap: &MmapReadGuard<'_>,
+        start: usize,
+        pfns: &mut [HmmPfn],
+    ) -> Result {
+        for (i, pfn) in pfns.iter_mut().enumerate() {
+            if pfn.device_private_owner() == Some(self.owner) {
+                continue;
+            }
+            let page = make_device_exclusive(mmap, start + i * PAGE_SIZE, self.owner)?;
+            *pfn = HmmPfn::writable_page(page.pfn());
+        }
+        Ok(())
     }
 
     /// The proof that the pages of `range` are current, if they are: read with
@@ -515,7 +595,10 @@ impl<T: Driver> GpuSvm<T> {
         if pages.unmapped || notifier.read_retry(seq) {
             return None;
         }
-        Some(ValidPages { pfns: &pages.pfns })
+        Some(ValidPages {
+            pfns: &pages.pfns,
+            atomic: pages.atomic,
+        })
     }
 
     /// Migrates the system pages of `range` to device memory `mem`, whose owner must be this GPU
