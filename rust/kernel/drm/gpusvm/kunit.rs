@@ -7,7 +7,12 @@
 mod tests {
     use super::super::*;
     use crate::{
-        c_str,
+        bindings, c_str,
+        dma::{
+            DmaAddress,
+            DmaMask, //
+        },
+        faux,
         mm::{
             mmu_notifier::Event,
             test_mm::UserMapping,
@@ -299,7 +304,7 @@ mod tests {
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
         assert_eq!(r.npages(), SZ_2M / PAGE_SIZE);
         assert_eq!(svm.migrate_to_vram(&r, mem)?, r.npages());
-        svm.get_pages(&r, true)?;
+        svm.get_pages(&r, &Fault::write())?;
         Mock::bind(svm, &r)?;
         assert_eq!(svm.driver().bound_in_vram(), r.npages());
         Ok((r, first))
@@ -341,6 +346,21 @@ mod tests {
         let covered: usize = ranges.iter().map(|r| r.span().end - r.span().start).sum();
         assert_eq!(covered, 16 * PAGE_SIZE);
         assert_eq!(svm.count(), (ranges.len(), 1));
+
+        // Iterating over the VMA finds each range once, in address order; a span inside one
+        // range finds just it.
+        let found = svm.ranges_in(vma.clone())?;
+        assert_eq!(found.len(), ranges.len());
+        assert!(found
+            .windows(2)
+            .all(|w| w[0].span().end <= w[1].span().start));
+        assert!(found
+            .iter()
+            .all(|f| ranges.iter().any(|r| Arc::ptr_eq(f, r))));
+        let inner = svm.ranges_in(vma.start + 8..vma.start + 16)?;
+        assert_eq!(inner.len(), 1);
+        assert!(inner[0].span().contains(&vma.start));
+        assert_eq!(svm.ranges_in(0..vma.start)?.len(), 0);
         Ok(())
     }
 
@@ -366,7 +386,7 @@ mod tests {
 
         // Not read yet: no proof.
         assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
-        svm.get_pages(&r, true)?;
+        svm.get_pages(&r, &Fault::write())?;
         {
             let guard = svm.notifier_read();
             let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
@@ -382,7 +402,7 @@ mod tests {
         assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
 
         // Reading the pages again gives it back.
-        svm.get_pages(&r, false)?;
+        svm.get_pages(&r, &Fault::read())?;
         assert!(svm.pages_valid(&r, &svm.notifier_read()).is_some());
         Ok(())
     }
@@ -396,7 +416,7 @@ mod tests {
         let start = map.addr(first);
         let r = svm.find_or_insert(start, 0..usize::MAX)?;
         assert_eq!(r.span(), start..start + SZ_2M);
-        svm.get_pages(&r, true)?;
+        svm.get_pages(&r, &Fault::write())?;
         Mock::bind(&svm, &r)?;
         let middle = first + SZ_2M / PAGE_SIZE / 2;
         assert_eq!(svm.driver().bound(map.addr(middle)), Some(false));
@@ -417,7 +437,7 @@ mod tests {
         for page in [first, middle - 1, middle + 1, first + SZ_2M / PAGE_SIZE - 1] {
             let r = svm.find_or_insert(map.addr(page), 0..usize::MAX)?;
             assert!(!r.span().contains(&map.addr(middle)));
-            svm.get_pages(&r, false)?;
+            svm.get_pages(&r, &Fault::read())?;
             Mock::bind(&svm, &r)?;
             assert_eq!(svm.driver().bound(map.addr(page)), Some(false));
         }
@@ -451,7 +471,7 @@ mod tests {
         assert_eq!(svm.driver().bound_in_vram(), 0);
 
         // The GPU faults again: system pages now, with the CPU's write.
-        svm.get_pages(&r, false)?;
+        svm.get_pages(&r, &Fault::read())?;
         Mock::bind(&svm, &r)?;
         assert_eq!(svm.driver().bound(r.span().start), Some(false));
         let mut buf = [0u8; 17];
@@ -510,7 +530,7 @@ mod tests {
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
         assert_eq!(svm.migrate_to_vram(&r, &mem)?, r.npages() - 1);
 
-        svm.get_pages(&r, true)?;
+        svm.get_pages(&r, &Fault::write())?;
         Mock::bind(&svm, &r)?;
         assert_eq!(svm.driver().bound_in_vram(), r.npages() - 1);
         assert_eq!(svm.driver().bound(map.addr(first + 3)), Some(false));
@@ -530,7 +550,7 @@ mod tests {
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
         mem.device().fail_copies.store(1, Relaxed);
         assert_eq!(svm.migrate_to_vram(&r, &mem).err(), Some(EIO));
-        svm.get_pages(&r, false)?;
+        svm.get_pages(&r, &Fault::read())?;
         Mock::bind(&svm, &r)?;
         assert_eq!(svm.driver().bound_in_vram(), 0);
         assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
@@ -555,7 +575,7 @@ mod tests {
         // The survivors fault in again, from device memory.
         for page in [first, middle - 1, middle + 1] {
             let r = svm.find_or_insert(map.addr(page), 0..usize::MAX)?;
-            svm.get_pages(&r, false)?;
+            svm.get_pages(&r, &Fault::read())?;
             Mock::bind(&svm, &r)?;
             assert_eq!(svm.driver().bound(map.addr(page)), Some(true));
         }
@@ -587,7 +607,7 @@ mod tests {
         // At the new address the pages are still in device memory, and the data intact.
         let page = target.addr(first + 7);
         let r = svm.find_or_insert(page, 0..usize::MAX)?;
-        svm.get_pages(&r, false)?;
+        svm.get_pages(&r, &Fault::read())?;
         Mock::bind(&svm, &r)?;
         assert_eq!(svm.driver().bound(page), Some(true));
         assert_eq!(bad_bytes(&target, first..first + SZ_2M / PAGE_SIZE)?, 0);
@@ -617,12 +637,12 @@ mod tests {
         let svm = svm(&map)?;
         let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
         let first = (r.span().start - map.addr(0)) / PAGE_SIZE;
-        svm.get_pages(&r, true)?;
+        svm.get_pages(&r, &Fault::write())?;
         Mock::bind(&svm, &r)?;
 
         // Making the pages exclusive does not invalidate our own entries.
         let seen = svm.stats().invalidations.get();
-        svm.get_pages_atomic(&r, AtomicPolicy::Exclusive, None)?;
+        svm.get_pages(&r, &Fault::atomic(AtomicPolicy::Exclusive, None))?;
         assert_eq!(svm.stats().invalidations.get(), seen);
         assert_eq!(svm.driver().bound(r.span().start), Some(false));
         {
@@ -659,7 +679,7 @@ mod tests {
         let svm = svm(&map)?;
         let first = aligned_page(&map);
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
-        svm.get_pages_atomic(&r, AtomicPolicy::Vram, Some(&mem))?;
+        svm.get_pages(&r, &Fault::atomic(AtomicPolicy::Vram, Some(&mem)))?;
         assert_eq!(svm.stats().migrations_to_vram.get(), 1);
         {
             let guard = svm.notifier_read();
@@ -671,6 +691,59 @@ mod tests {
                 .all(|p| p.device_private_owner() == Some(owner())));
         }
         assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn system_pages_are_dma_mapped_for_the_device_and_device_pages_are_not() -> Result {
+        let reg = faux::Registration::new(c_str!("rust-gpusvm-test"), None)?;
+        // SAFETY: Nothing maps or allocates DMA memory for the device yet.
+        unsafe { reg.dma_coerce_mask_and_coherent(DmaMask::new::<64>())? };
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let first = aligned_page(&map);
+        let pinned = map.pin(first + 1)?;
+        let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
+        assert_eq!(svm.migrate_to_vram(&r, &mem)?, r.npages() - 1);
+        // SAFETY: The DMA mask of the device does not change.
+        let fault = unsafe { Fault::read().dma(reg.bound()) };
+        svm.get_pages(&r, &fault)?;
+        {
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            // Without an IOMMU, a 64-bit device sees the physical address.
+            let pfn = valid.pfns()[1].pfn().ok_or(EINVAL)?;
+            // CAST: Physical addresses fit in `dma_addr_t` on 64-bit.
+            assert_eq!(valid.dma_address(1), Some((pfn * PAGE_SIZE) as DmaAddress));
+            assert_eq!(valid.dma_address(0), None);
+            assert_eq!(valid.dma_address(2), None);
+        }
+        drop(pinned);
+        // Reading the pages without mapping them drops the mappings.
+        svm.get_pages(&r, &Fault::read())?;
+        let guard = svm.notifier_read();
+        let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+        assert_eq!(valid.dma_address(1), None);
+        Ok(())
+    }
+
+    #[test]
+    fn writes_to_read_only_memory_are_refused() -> Result {
+        let map = UserMapping::new(16)?;
+        fill(&map, 16)?;
+        map.mprotect(0, 16, bindings::PROT_READ)?;
+        let svm = svm(&map)?;
+        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        assert_eq!(svm.get_pages(&r, &Fault::write()).err(), Some(EPERM));
+        svm.get_pages(&r, &Fault::read())?;
+        let guard = svm.notifier_read();
+        let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+        assert!(valid
+            .pfns()
+            .iter()
+            .all(|p| p.is_valid() && !p.is_writable()));
         Ok(())
     }
 

@@ -28,6 +28,7 @@
 //!         ChunkSizes,
 //!         DeviceMemory,
 //!         Driver,
+//!         Fault,
 //!         FreePages,
 //!         GpuSvm,
 //!         Range, //
@@ -88,8 +89,9 @@
 //! fn handle_fault(svm: &GpuSvm<Vm>, addr: usize, write: bool) -> Result {
 //!     svm.collect_garbage();
 //!     let range = svm.find_or_insert(addr, 0..usize::MAX)?;
+//!     let fault = if write { Fault::write() } else { Fault::read() };
 //!     for _ in 0..8 {
-//!         svm.get_pages(&range, write)?;
+//!         svm.get_pages(&range, &fault)?;
 //!         let guard = svm.notifier_read();
 //!         let Some(valid) = svm.pages_valid(&range, &guard) else {
 //!             // Invalidated since the pages were read.
@@ -175,6 +177,7 @@ pub use stats::{
 };
 pub use svm::{
     AtomicPolicy,
+    Fault,
     GpuSvm,
     NotifierReadGuard,
     Range,

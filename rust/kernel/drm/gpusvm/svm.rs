@@ -9,6 +9,15 @@ use super::{
     SvmStats, //
 };
 use crate::{
+    device::{
+        Bound,
+        Device, //
+    },
+    dma::{
+        mapping::PageMapping,
+        DataDirection,
+        DmaAddress, //
+    },
     mm::{
         exclusive::make_device_exclusive,
         hmm::{
@@ -44,6 +53,10 @@ use crate::{
     },
     sync::{
         aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         new_mutex,
         new_rwsem,
         rwsem::ReadGuard,
@@ -51,14 +64,19 @@ use crate::{
         Mutex,
         RwSemaphore, //
     },
+    time::{
+        Delta,
+        Instant,
+        Monotonic, //
+    },
 };
 use core::{
     cell::UnsafeCell,
     ops, //
 };
 
-/// How many times [`GpuSvm::get_pages`] starts again when invalidations keep racing with it.
-const GET_PAGES_RETRIES: u32 = 64;
+/// How long [`GpuSvm::get_pages`] keeps starting again when invalidations race with it.
+const GET_PAGES_TIMEOUT: Delta = Delta::from_millis(hmm::DEFAULT_TIMEOUT_MS as i64);
 
 /// The notifier lock of a [`GpuSvm`] held for reading: no invalidation runs meanwhile, so
 /// device page table entries can be bound (see [`GpuSvm::pages_valid`]).
@@ -106,6 +124,8 @@ impl<T> NotifierLocked<T> {
 /// The pages of a [`Range`], as last read from the CPU page tables.
 struct Pages {
     pfns: KVec<HmmPfn>,
+    /// The DMA mappings of the system pages, if they were mapped for the device.
+    dma: KVec<Option<PageMapping>>,
     /// The notifier sequence the pages were read under, if they were.
     seq: Option<Seq>,
     /// Whether part of the range was unmapped: it must be torn down.
@@ -162,6 +182,7 @@ impl<T: Driver> Range<T> {
 /// entries only with it.
 pub struct ValidPages<'a> {
     pfns: &'a [HmmPfn],
+    dma: &'a [Option<PageMapping>],
     atomic: bool,
 }
 
@@ -173,8 +194,15 @@ impl ValidPages<'_> {
         self.pfns
     }
 
-    /// Whether the device may do atomics on every page, as read by
-    /// [`GpuSvm::get_pages_atomic`]: in its device memory, or system pages exclusive to it until
+    /// The address the device uses for system page `i` of the range, if the pages were read with
+    /// [`Fault::dma`].
+    #[inline]
+    pub fn dma_address(&self, i: usize) -> Option<DmaAddress> {
+        self.dma.get(i)?.as_ref().map(PageMapping::dma_address)
+    }
+
+    /// Whether the device may do atomics on every page, as read for a [`Fault::atomic`]: in its
+    /// device memory, or system pages exclusive to it until
     /// the CPU touches them (which invalidates them).
     #[inline]
     pub fn atomic(&self) -> bool {
@@ -182,7 +210,7 @@ impl ValidPages<'_> {
     }
 }
 
-/// Where a GPU atomic access to a range is done; see [`GpuSvm::get_pages_atomic`].
+/// Where a GPU atomic access to a range is done; see [`Fault::atomic`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum AtomicPolicy {
     /// On system memory made exclusive to the device: the CPU takes a page back on its next
@@ -191,6 +219,60 @@ pub enum AtomicPolicy {
     /// In device memory: the range migrates there first; pages that cannot move are made
     /// exclusive.
     Vram,
+}
+
+/// What a GPU fault needs of the pages of a range; see [`GpuSvm::get_pages`].
+pub struct Fault<'a, T: Driver> {
+    write: bool,
+    atomic: Option<(AtomicPolicy, Option<&'a DeviceMemory<T>>)>,
+    dma: Option<&'a Device<Bound>>,
+}
+
+impl<'a, T: Driver> Fault<'a, T> {
+    /// A read: the pages are faulted in readable.
+    #[inline]
+    pub fn read() -> Self {
+        Self {
+            write: false,
+            atomic: None,
+            dma: None,
+        }
+    }
+
+    /// A write: the pages are faulted in writable ([`EPERM`] for a read-only mapping).
+    #[inline]
+    pub fn write() -> Self {
+        Self {
+            write: true,
+            ..Self::read()
+        }
+    }
+
+    /// An atomic access (a write) under `policy`: every page not in device memory of the owner
+    /// is made exclusive to the device, so that [`ValidPages::atomic`] holds. With
+    /// [`AtomicPolicy::Vram`] the range first migrates to `vram`; a failed or partial migration
+    /// is no error (the pages left behind are made exclusive).
+    #[inline]
+    pub fn atomic(policy: AtomicPolicy, vram: Option<&'a DeviceMemory<T>>) -> Self {
+        Self {
+            atomic: Some((policy, vram)),
+            ..Self::write()
+        }
+    }
+
+    /// Also maps the system pages for DMA by `dev` ([`ValidPages::dma_address`]), until they are
+    /// invalidated or read again. Device pages are not mapped: the driver knows where they are.
+    ///
+    /// # Safety
+    ///
+    /// The DMA mask of `dev` is not changed while the range lives.
+    #[inline]
+    pub unsafe fn dma(self, dev: &'a Device<Bound>) -> Self {
+        Self {
+            dma: Some(dev),
+            ..self
+        }
+    }
 }
 
 /// The ranges of a notifier, keyed by their end address: the range containing `addr` is the
@@ -210,6 +292,23 @@ fn any_overlap<T: Driver>(ranges: &RangeTree<T>, span: &ops::Range<usize>) -> bo
         .checked_add(1)
         .and_then(|key| ranges.cursor_lower_bound(&key))
         .is_some_and(|cursor| cursor.current().1.overlaps(span))
+}
+
+/// Calls `f` on the ranges of `ranges` that overlap `span`, in address order.
+fn for_each_overlap<T: Driver>(
+    ranges: &RangeTree<T>,
+    span: &ops::Range<usize>,
+    mut f: impl FnMut(&Arc<Range<T>>),
+) {
+    let mut key = span.start.checked_add(1);
+    while let Some(cursor) = key.and_then(|k| ranges.cursor_lower_bound(&k)) {
+        let (end, range) = cursor.current();
+        if !range.overlaps(span) {
+            break;
+        }
+        f(range);
+        key = end.checked_add(1);
+    }
 }
 
 /// The callback data of a notifier of a [`GpuSvm`]: the ranges inside it.
@@ -259,9 +358,13 @@ impl<T: Driver> Invalidate for Notifier<T> {
             let hit = span.start.max(r.span.start)..span.end.min(r.span.end);
             svm.driver.invalidate(r, hit, range.event());
             svm.stats.invalidations.add(1);
-            if range.event() == Event::Unmap {
-                // SAFETY: As above, and this is the only borrow of these pages.
-                unsafe { r.pages.get_mut() }.unmapped = true;
+            // SAFETY: As above, and this is the only borrow of these pages.
+            let pages = unsafe { r.pages.get_mut() };
+            // The pages may be freed once this returns: unmap them now (this frees nothing).
+            pages.dma.clear();
+            if range.event() == Event::Unmap && !pages.unmapped {
+                pages.unmapped = true;
+                svm.garbage.fetch_add(1, Relaxed);
             }
             cursor = c.move_next();
         }
@@ -288,6 +391,8 @@ pub struct GpuSvm<T: Driver> {
     chunks: ChunkSizes,
     owner: DeviceOwner,
     stats: SvmStats,
+    /// The number of unmapped ranges waiting for [`GpuSvm::collect_garbage`].
+    garbage: Atomic<usize>,
     #[pin]
     notifier_lock: RwSemaphore<()>,
     #[pin]
@@ -335,6 +440,7 @@ impl<T: Driver> GpuSvm<T> {
             chunks,
             owner,
             stats: SvmStats::new(),
+            garbage: Atomic::new(0),
             notifier_lock <- new_rwsem!((), "gpusvm_notifier_lock"),
             notifiers <- new_mutex!(RBTree::new(), "gpusvm_notifiers"),
             driver <- driver,
@@ -409,6 +515,37 @@ impl<T: Driver> GpuSvm<T> {
         range_at(unsafe { notifier.ranges.get() }, addr)
     }
 
+    /// The ranges that overlap `span`, in address order, e.g. to prefetch or evict a span.
+    pub fn ranges_in(&self, span: ops::Range<usize>) -> Result<KVec<Arc<Range<T>>>> {
+        let notifiers = self.notifiers.lock();
+        let blocks = (span.start & !(self.notifier_size - 1))..span.end;
+        let visit = |f: &mut dyn FnMut(&Arc<Range<T>>)| {
+            for (start, n) in notifiers.iter() {
+                if blocks.contains(start) {
+                    // SAFETY: The caller holds the notifier lock for reading.
+                    for_each_overlap(unsafe { n.ranges.get() }, &span, &mut *f);
+                }
+            }
+        };
+        loop {
+            let mut count = 0;
+            {
+                let _guard = self.notifier_lock.read();
+                visit(&mut |_| count += 1);
+            }
+            // Allocated without the notifier lock; ranges inserted meanwhile make it start over.
+            let mut found = KVec::with_capacity(count, GFP_KERNEL)?;
+            let mut full = false;
+            {
+                let _guard = self.notifier_lock.read();
+                visit(&mut |r| full |= found.push_within_capacity(r.clone()).is_err());
+            }
+            if !full {
+                return Ok(found);
+            }
+        }
+    }
+
     /// Finds the range containing `addr`, or inserts one: the largest chunk that fits in the CPU
     /// VMA, the notifier, `gpuva` and this GPU SVM's span without overlapping another range.
     ///
@@ -459,6 +596,7 @@ impl<T: Driver> GpuSvm<T> {
                     notifier: notifier_ptr,
                     pages: NotifierLocked::new(Pages {
                         pfns,
+                        dma: KVec::new(),
                         seq: None,
                         unmapped: false,
                         atomic: false,
@@ -482,59 +620,39 @@ impl<T: Driver> GpuSvm<T> {
         }
     }
 
-    /// Reads the pages of `range` from the CPU page tables, faulting them in (writable if
-    /// `write`), and records them with the notifier sequence they are valid for.
+    /// Reads the pages of `range` from the CPU page tables for `fault`, faulting them in, and
+    /// records them with the notifier sequence they are valid for.
     ///
     /// Fails with [`EFAULT`] if the process is exiting or a page cannot be faulted in, [`EPERM`]
-    /// for a write to a read-only mapping, [`EBUSY`] if invalidations kept racing with it, and
-    /// with the errors of [`hmm::range_fault`].
-    pub fn get_pages(&self, range: &Range<T>, write: bool) -> Result {
-        self.read_pages(range, write, false)
-    }
-
-    /// Reads the pages of `range` for a GPU atomic access under `policy`: as
-    /// [`GpuSvm::get_pages`] for writing, then every page not in device memory of the owner is
-    /// made exclusive to the device, so that [`ValidPages::atomic`] holds. With
-    /// [`AtomicPolicy::Vram`] the range first migrates to `mem`; a failed or partial migration
-    /// is no error (the pages left behind are made exclusive).
-    ///
-    /// Fails as [`GpuSvm::get_pages`] does, and with `EOPNOTSUPP` for pages that cannot be
-    /// exclusive (not anonymous, or hugetlb).
-    pub fn get_pages_atomic(
-        &self,
-        range: &Range<T>,
-        policy: AtomicPolicy,
-        mem: Option<&DeviceMemory<T>>,
-    ) -> Result {
-        if let (AtomicPolicy::Vram, Some(mem)) = (policy, mem) {
-            // Whatever did not move is served from system memory below.
-            let _ = self.migrate_to_vram(range, mem);
-        }
-        self.read_pages(range, true, true)
-    }
-
-    /// Reads the pages of `range` (see [`GpuSvm::get_pages`]), making the system pages exclusive
-    /// to the device if `atomic`.
-    fn read_pages(&self, range: &Range<T>, write: bool, atomic: bool) -> Result {
+    /// for a write to a read-only mapping, [`EBUSY`] if invalidations kept racing with it for
+    /// [`hmm::DEFAULT_TIMEOUT_MS`], [`ENOMEM`] if a DMA mapping fails, with `EOPNOTSUPP` for an
+    /// atomic fault on pages that cannot be exclusive (not anonymous, or hugetlb), and with the
+    /// errors of [`hmm::range_fault`].
+    pub fn get_pages(&self, range: &Range<T>, fault: &Fault<'_, T>) -> Result {
         let notifier = self.notifier_of(range)?;
         let len = range.span.end - range.span.start;
         if let Some(i) = self.chunks.sizes().iter().position(|&s| s == len) {
             self.stats.faults[i].add(1);
         }
-        let mut pfns = KVec::with_capacity(range.npages(), GFP_KERNEL)?;
-        pfns.resize(range.npages(), HmmPfn::default(), GFP_KERNEL)?;
-        let request = Request::fault(write).owner(self.owner);
-        for _ in 0..GET_PAGES_RETRIES {
+        if let Some((AtomicPolicy::Vram, Some(mem))) = fault.atomic {
+            // Whatever does not move is made exclusive below.
+            let _ = self.migrate_to_vram(range, mem);
+        }
+        let npages = range.npages();
+        let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
+        pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
+        // Room for the mappings, made under the notifier lock where nothing may allocate.
+        let mut dma = KVec::with_capacity(fault.dma.map_or(0, |_| npages), GFP_KERNEL)?;
+        let request = Request::fault(fault.write).owner(self.owner);
+        let start = Instant::<Monotonic>::now();
+        while start.elapsed() < GET_PAGES_TIMEOUT {
             let seq = notifier.read_begin();
             let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
             let mmap = mm.mmap_read_lock();
             let res = hmm::range_fault(notifier, &mmap, &seq, range.span.start, &mut pfns, request)
-                .and_then(|()| {
-                    if atomic {
-                        self.make_exclusive(&mmap, range.span.start, &mut pfns)
-                    } else {
-                        Ok(())
-                    }
+                .and_then(|()| match fault.atomic {
+                    Some(_) => self.make_exclusive(&mmap, range.span.start, &mut pfns),
+                    None => Ok(()),
                 });
             match res {
                 Err(e) if e == EBUSY => {
@@ -548,14 +666,45 @@ impl<T: Driver> GpuSvm<T> {
                 self.stats.retries.add(1);
                 continue;
             }
+            if let Some(dev) = fault.dma {
+                // The pages cannot be freed before the next invalidation, which takes the lock
+                // and unmaps them: map them now, under it, so that no mapping outlives its page.
+                dma.clear();
+                for pfn in pfns.iter() {
+                    dma.push_within_capacity(self.map_page(dev, *pfn)?)
+                        .map_err(|_| ENOMEM)?;
+                }
+            }
             // SAFETY: The notifier lock is held for writing; this is the only borrow.
             let pages = unsafe { range.pages.get_mut() };
             core::mem::swap(&mut pages.pfns, &mut pfns);
+            // The old mappings are unmapped with `dma` when it goes, after the lock.
+            core::mem::swap(&mut pages.dma, &mut dma);
             pages.seq = Some(seq);
-            pages.atomic = atomic;
+            pages.atomic = fault.atomic.is_some();
             return Ok(());
         }
         Err(EBUSY)
+    }
+
+    /// Maps system page `pfn` for DMA by `dev`; device pages and holes are not mapped.
+    ///
+    /// Called with the notifier lock held, with `pfn` read under a notifier sequence that is
+    /// still current.
+    fn map_page(&self, dev: &Device<Bound>, pfn: HmmPfn) -> Result<Option<PageMapping>> {
+        if pfn.device_private_owner().is_some() {
+            return Ok(None);
+        }
+        // SAFETY: The page was read under a sequence still current, with the notifier lock held:
+        // it stays allocated until an invalidation, which unmaps it first.
+        let Some(page) = (unsafe { pfn.page() }) else {
+            return Ok(None);
+        };
+        // SAFETY: The mapping is dropped by the invalidation that precedes the page's release
+        // (above); the DMA mask is not changed meanwhile (safety requirement of `Fault::dma`).
+        let mapping =
+            unsafe { PageMapping::new(dev, &page, 0, PAGE_SIZE, DataDirection::Bidirectional)? };
+        Ok(Some(mapping))
     }
 
     /// Makes the system pages of `pfns`, read from `start` on, exclusive to the device.
@@ -597,6 +746,7 @@ impl<T: Driver> GpuSvm<T> {
         }
         Some(ValidPages {
             pfns: &pages.pfns,
+            dma: &pages.dma,
             atomic: pages.atomic,
         })
     }
@@ -666,9 +816,14 @@ impl<T: Driver> GpuSvm<T> {
     ///
     /// The surviving parts of a partly unmapped range fault in again as new ranges, which fit
     /// the VMAs that are left; the device pages of the unmapped part were freed by the unmap.
-    /// The driver calls this from process context, e.g. at the start of its GPU fault handler;
-    /// the notifier callback cannot, as it must not free or sleep.
+    /// The driver calls this from process context: at the start of its GPU fault handler (it
+    /// costs one atomic read when there is no garbage), and from a work item of its own that it
+    /// queues when [`Driver::invalidate`] sees [`Event::Unmap`]. The notifier callback cannot, as
+    /// it must not free or sleep. Dropping the [`GpuSvm`] removes what is left.
     pub fn collect_garbage(&self) -> usize {
+        if self.garbage.load(Relaxed) == 0 {
+            return 0;
+        }
         let mut notifiers = self.notifiers.lock();
         let mut removed = 0;
         for (_, n) in notifiers.iter() {
@@ -706,6 +861,7 @@ impl<T: Driver> GpuSvm<T> {
             };
         }
         if removed > 0 {
+            self.garbage.fetch_sub(removed, Relaxed);
             self.stats.gc_runs.add(1);
             self.stats.gc_ranges.add(removed as u64);
         }
