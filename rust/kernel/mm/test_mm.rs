@@ -6,7 +6,7 @@
 //! map, touch, change and unmap real user memory as a process would.
 
 use crate::{
-    bindings,
+    bindings, c_str,
     error::to_result,
     mm::{
         mmu_notifier::{
@@ -33,6 +33,7 @@ use crate::{
     },
 };
 use core::{
+    ffi::c_void,
     ops::Range,
     ptr::NonNull, //
 };
@@ -186,6 +187,55 @@ impl UserMapping {
             )
         })
     }
+}
+
+/// Runs `f` in a forked child of the test kthread: a task whose address space is a copy of the
+/// test's, as after `fork()` (private pages are shared copy-on-write), so that [`UserMapping`]s
+/// of the test read and write the child's copy. Returns what `f` returned, after the child
+/// exited.
+pub(crate) fn in_forked_child(f: &mut dyn FnMut() -> Result) -> Result {
+    struct Child<'a> {
+        f: &'a mut dyn FnMut() -> Result,
+        result: Result,
+    }
+
+    /// # Safety
+    ///
+    /// `arg` points to a `Child` that outlives the calling task.
+    unsafe extern "C" fn child_main(arg: *mut c_void) -> c_int {
+        // SAFETY: `arg` is the `Child` of the parent, which waits for this task to exit.
+        let child = unsafe { &mut *arg.cast::<Child<'_>>() };
+        child.result = (child.f)();
+        // SAFETY: A kernel thread that returns from its function would return to user mode with
+        // no user context; it exits here instead. Nothing is held.
+        unsafe { bindings::do_exit(0) }
+    }
+
+    let mut child = Child {
+        f,
+        result: Err(ECHILD),
+    };
+    let mut args = bindings::kernel_clone_args {
+        // Without `CLONE_VM`: the child gets a copy of the current address space.
+        flags: bindings::CLONE_UNTRACED.into(),
+        exit_signal: bindings::SIGCHLD as c_int,
+        name: c_str!("kunit_fork").as_char_ptr(),
+        fn_: Some(child_main),
+        fn_arg: (&raw mut child).cast(),
+        ..Default::default()
+    };
+    args.set_kthread(1);
+    // SAFETY: `args` is a valid request for a kernel thread running `child_main` on `child`,
+    // which outlives it: the child is waited for below.
+    let pid = unsafe { bindings::kernel_clone(&mut args) };
+    if pid < 0 {
+        return Err(Error::from_errno(pid));
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is a child of the current task; `status` is valid for writes. Whether it is
+    // reaped here or automatically (`SIGCHLD` ignored), this returns once it has exited.
+    unsafe { bindings::kernel_wait(pid, &mut status) };
+    child.result
 }
 
 /// A page of a [`UserMapping`] pinned by [`UserMapping::pin`], unpinned when dropped.

@@ -15,7 +15,10 @@ mod tests {
         faux,
         mm::{
             mmu_notifier::Event,
-            test_mm::UserMapping,
+            test_mm::{
+                in_forked_child,
+                UserMapping, //
+            },
             DeviceOwner, //
         },
         page::{
@@ -744,6 +747,37 @@ mod tests {
             .pfns()
             .iter()
             .all(|p| p.is_valid() && !p.is_writable()));
+        Ok(())
+    }
+
+    #[test]
+    fn fork_of_a_migrated_buffer_keeps_the_data_in_parent_and_child() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let (r, first) = migrated(&svm, &mem, &map)?;
+        let pages = first..first + r.npages();
+
+        // The child reads its copy (the CPU faults pages back through their page data: no
+        // range of this GPU SVM is in its address space), then writes to it.
+        in_forked_child(&mut || {
+            if bad_bytes(&map, pages.clone())? != 0 {
+                return Err(EINVAL);
+            }
+            map.write(first * PAGE_SIZE, &[0x55; 8])
+        })?;
+        assert!(mem.stats().cpu_faults.get() >= 1);
+
+        // The parent's data is intact, the child's write did not reach it, and the range binds
+        // again from what the parent maps now.
+        assert_eq!(bad_bytes(&map, pages)?, 0);
+        svm.get_pages(&r, &Fault::write())?;
+        Mock::bind(&svm, &r)?;
+        assert_eq!(svm.driver().bound(r.span().start), Some(false));
+        drop(svm);
+        map.unmap(0, map.len() / PAGE_SIZE)?;
+        assert_nothing_leaked(&mem);
         Ok(())
     }
 
