@@ -44,6 +44,7 @@ pub const MAX_CHUNK_SIZES: usize = 8;
 pub struct ChunkSizes {
     sizes: [usize; MAX_CHUNK_SIZES],
     len: usize,
+    present_only: usize,
 }
 
 impl ChunkSizes {
@@ -61,10 +62,40 @@ impl ChunkSizes {
         let mut this = Self {
             sizes: [0; MAX_CHUNK_SIZES],
             len: sizes.len(),
+            present_only: 0,
         };
         // INVARIANT: Checked above.
         this.sizes[..sizes.len()].copy_from_slice(sizes);
         Ok(this)
+    }
+
+    /// The most pages [`ChunkSizes::present_only_up_to`] takes.
+    pub const MAX_PRESENT_ONLY_PAGES: usize = 64;
+
+    /// Uses chunks larger than a page and at most `size` only where the CPU has every page of
+    /// the chunk present; elsewhere a smaller chunk is used. The C layer calls this the check
+    /// pages threshold: small ranges over sparse memory migrate badly (a small `malloc` in a
+    /// larger VMA would get a range over memory the process never touched).
+    ///
+    /// Fails with [`EINVAL`] if `size` is more than [`Self::MAX_PRESENT_ONLY_PAGES`] pages.
+    pub fn present_only_up_to(mut self, size: usize) -> Result<Self> {
+        if size > Self::MAX_PRESENT_ONLY_PAGES * PAGE_SIZE {
+            return Err(EINVAL);
+        }
+        self.present_only = size;
+        Ok(self)
+    }
+
+    /// Whether a chunk of `size` bytes needs every CPU page present.
+    #[inline]
+    pub fn needs_present(&self, size: usize) -> bool {
+        size > PAGE_SIZE && size <= self.present_only
+    }
+
+    /// The largest chunk size that needs every CPU page present, or 0.
+    #[inline]
+    pub fn present_only(&self) -> usize {
+        self.present_only
     }
 
     /// The sizes, largest first.
@@ -137,6 +168,11 @@ mod tests {
         }
         assert_eq!(ChunkSizes::new(&sizes), Err(EINVAL));
         assert_eq!(ChunkSizes::new(&sizes[1..]).map(|c| c.sizes().len()), Ok(8));
+        // The present-pages threshold covers at most 64 pages.
+        let c = chunks()?.present_only_up_to(SZ_64K)?;
+        assert!(c.needs_present(SZ_64K) && !c.needs_present(SZ_2M) && !c.needs_present(PAGE_SIZE));
+        assert!(!chunks()?.needs_present(SZ_64K));
+        assert_eq!(chunks()?.present_only_up_to(SZ_2M), Err(EINVAL));
         assert_eq!(
             ChunkSizes::new(&sizes[1..]).map(|c| c.largest()),
             Ok(PAGE_SIZE << 7)

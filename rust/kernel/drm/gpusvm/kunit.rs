@@ -220,7 +220,7 @@ mod tests {
     }
 
     fn svm(map: &UserMapping) -> Result<Arc<GpuSvm<Mock>>> {
-        let chunks = ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])?;
+        let chunks = ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])?.present_only_up_to(SZ_64K)?;
         let ptes = KVec::with_capacity(MAX_PTES, GFP_KERNEL)?;
         let mock = pin_init!(Mock {
             invalidations: Atomic::new(0),
@@ -364,6 +364,27 @@ mod tests {
         assert_eq!(inner.len(), 1);
         assert!(inner[0].span().contains(&vma.start));
         assert_eq!(svm.ranges_in(0..vma.start)?.len(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn small_chunks_only_cover_memory_the_cpu_touched() -> Result {
+        let map = UserMapping::new(64)?;
+        let svm = svm(&map)?;
+        // The first two 64K-aligned blocks inside the mapping.
+        let block = (map.addr(0) + SZ_64K - 1) & !(SZ_64K - 1);
+        let page = (block - map.addr(0)) / PAGE_SIZE;
+        let per_block = SZ_64K / PAGE_SIZE;
+
+        // One page touched in the first block: a fault there gets a page, not 64K.
+        map.write(page * PAGE_SIZE, &[1])?;
+        let r = svm.find_or_insert(block, 0..usize::MAX)?;
+        assert_eq!(r.span(), block..block + PAGE_SIZE);
+
+        // Every page touched in the second: it gets 64K.
+        fill(&map, page + 2 * per_block)?;
+        let r = svm.find_or_insert(block + SZ_64K + 5, 0..usize::MAX)?;
+        assert_eq!(r.span(), block + SZ_64K..block + 2 * SZ_64K);
         Ok(())
     }
 

@@ -221,6 +221,32 @@ pub enum AtomicPolicy {
     Vram,
 }
 
+/// The CPU-present pages of a block from `start`: bit `i` for page `i`.
+#[derive(Default)]
+struct Present {
+    start: usize,
+    mask: u64,
+}
+
+impl Present {
+    /// Whether every page of `span` is present.
+    fn covers(&self, span: &ops::Range<usize>) -> bool {
+        let Some(first) = span.start.checked_sub(self.start).map(|o| o / PAGE_SIZE) else {
+            return false;
+        };
+        let count = (span.end - span.start) / PAGE_SIZE;
+        if count == 0 || first + count > 64 {
+            return false;
+        }
+        let bits = if count == 64 {
+            u64::MAX
+        } else {
+            (1 << count) - 1
+        };
+        self.mask >> first & bits == bits
+    }
+}
+
 /// What a GPU fault needs of the pages of a range; see [`GpuSvm::get_pages`].
 pub struct Fault<'a, T: Driver> {
     write: bool,
@@ -559,15 +585,21 @@ impl<T: Driver> GpuSvm<T> {
         let notifier_ptr = self.notifier_for(&mm, addr)?;
         // SAFETY: Notifiers stay inserted while `self` lives (type invariants).
         let notifier = unsafe { &*notifier_ptr };
-        let vma_span = {
+        let (vma_span, present) = {
             let mmap = mm.mmap_read_lock();
             let vma = mmap.vma_lookup(addr).ok_or(ENOENT)?;
             if vma.flags() & (virt::flags::IO | virt::flags::PFNMAP) != 0 {
                 return Err(EIO);
             }
-            vma.start()..vma.end()
+            let vma_span = vma.start()..vma.end();
+            let present = self.present_around(notifier, &mmap, addr, &vma_span)?;
+            (vma_span, present)
         };
         let bounds = [vma_span, notifier.span(), gpuva, self.span.clone()];
+        let unfit = |ranges: &RangeTree<T>, c: &ops::Range<usize>| {
+            any_overlap(ranges, c)
+                || (self.chunks.needs_present(c.end - c.start) && !present.covers(c))
+        };
 
         loop {
             // Choose the chunk under the read lock, allocate without the lock (an allocation
@@ -581,7 +613,7 @@ impl<T: Driver> GpuSvm<T> {
                     return Ok(r);
                 }
                 self.chunks
-                    .fit(addr, &bounds, |c| any_overlap(ranges, &c))
+                    .fit(addr, &bounds, |c| unfit(ranges, &c))
                     .ok_or(ENOENT)?
             };
             let npages = (span.end - span.start) / PAGE_SIZE;
@@ -618,6 +650,39 @@ impl<T: Driver> GpuSvm<T> {
             ranges.insert(node);
             return Ok(range);
         }
+    }
+
+    /// Which pages of the block of [`ChunkSizes::present_only`] bytes around `addr` the CPU has
+    /// present, for the chunk choice (a hint: it may change right after).
+    fn present_around(
+        &self,
+        notifier: &IntervalNotifier<Notifier<T>>,
+        mmap: &MmapReadGuard<'_>,
+        addr: usize,
+        vma: &ops::Range<usize>,
+    ) -> Result<Present> {
+        let size = self.chunks.present_only();
+        if size == 0 {
+            return Ok(Present::default());
+        }
+        let block = addr & !(size - 1);
+        let span = block.max(vma.start)..(block + size).min(vma.end);
+        let mut pfns = [HmmPfn::SNAPSHOT; ChunkSizes::MAX_PRESENT_ONLY_PAGES];
+        let pfns = &mut pfns[..(span.end - span.start) / PAGE_SIZE];
+        let seq = notifier.read_begin();
+        // A snapshot that races with an invalidation counts as nothing present.
+        let mut mask = 0;
+        if hmm::range_fault(notifier, mmap, &seq, span.start, pfns, Request::SNAPSHOT).is_ok() {
+            for (i, pfn) in pfns.iter().enumerate() {
+                if pfn.is_valid() {
+                    mask |= 1 << i;
+                }
+            }
+        }
+        Ok(Present {
+            start: span.start,
+            mask,
+        })
     }
 
     /// Reads the pages of `range` from the CPU page tables for `fault`, faulting them in, and
