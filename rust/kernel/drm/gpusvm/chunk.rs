@@ -138,6 +138,32 @@ impl ChunkSizes {
     }
 }
 
+/// The CPU-present pages of a block from `start`: bit `i` for page `i`.
+#[derive(Default)]
+pub(super) struct Present {
+    pub(super) start: usize,
+    pub(super) mask: u64,
+}
+
+impl Present {
+    /// Whether every page of `span` is present.
+    pub(super) fn covers(&self, span: &Range<usize>) -> bool {
+        let Some(first) = span.start.checked_sub(self.start).map(|o| o / PAGE_SIZE) else {
+            return false;
+        };
+        let count = (span.end - span.start) / PAGE_SIZE;
+        if count == 0 || first + count > 64 {
+            return false;
+        }
+        let bits = if count == 64 {
+            u64::MAX
+        } else {
+            (1 << count) - 1
+        };
+        self.mask >> first & bits == bits
+    }
+}
+
 #[cfg(CONFIG_RUST_DRM_GPUSVM_KUNIT_TEST)]
 #[macros::kunit_tests(rust_drm_gpusvm_chunk)]
 mod tests {

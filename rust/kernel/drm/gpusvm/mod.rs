@@ -155,8 +155,13 @@
 mod chunk;
 mod devmem;
 mod driver;
+mod gc;
 #[cfg(CONFIG_RUST_DRM_GPUSVM_KUNIT_TEST)]
 mod kunit;
+mod migrate;
+mod notifier;
+mod pages;
+mod range;
 mod stats;
 mod svm;
 
@@ -170,16 +175,20 @@ pub use devmem::{
     FreePages, //
 };
 pub use driver::Driver;
+pub use pages::{
+    AtomicPolicy,
+    Fault, //
+};
+pub use range::{
+    Range,
+    ValidPages, //
+};
 pub use stats::{
     Counter,
     DeviceStats,
     SvmStats, //
 };
 pub use svm::{
-    AtomicPolicy,
-    Fault,
     GpuSvm,
-    NotifierReadGuard,
-    Range,
-    ValidPages, //
+    NotifierReadGuard, //
 };

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Migration of ranges to device memory and back.
+
+use super::{
+    DeviceMemory,
+    Driver,
+    GpuSvm,
+    Range, //
+};
+use crate::{
+    mm::migrate::{
+        Migration,
+        Select, //
+    },
+    page::PAGE_SIZE,
+    prelude::*,
+};
+
+impl<T: Driver> GpuSvm<T> {
+    /// Migrates the system pages of `range` to device memory `mem`, whose owner must be this GPU
+    /// SVM's. Returns how many pages moved: fewer than the range's when some pages cannot move
+    /// now (pinned, locked, or already in device memory), which is no error; read the pages
+    /// again to bind what the range is made of now.
+    ///
+    /// Takes the range's migrate lock: two GPU faults on one range migrate it once. Fails with
+    /// [`EFAULT`] if the process is exiting, [`EINVAL`] if the range is no longer inside a VMA,
+    /// and with the errors of [`Driver::alloc_devmem`] and [`Driver::copy_to_vram`]; the range is
+    /// then left in system memory.
+    pub fn migrate_to_vram(&self, range: &Range<T>, mem: &DeviceMemory<T>) -> Result<usize> {
+        self.notifier_of(range)?;
+        if mem.owner() != self.owner {
+            return Err(EINVAL);
+        }
+        let _migrate = range.migrate.lock();
+        let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
+        // Allocated before the mmap lock is taken: the driver may evict to make room.
+        let alloc = mem.alloc(range.npages())?;
+        let mmap = mm.mmap_read_lock();
+        let vma = mmap.vma_lookup(range.span.start).ok_or(EINVAL)?;
+        let mig = Migration::setup(vma, range.span(), Select::SYSTEM, self.owner)?;
+        let moved = mem.to_vram(mig, &alloc)?;
+        if moved > 0 {
+            self.stats.migrations_to_vram.add(1);
+            self.stats.bytes_to_vram.add((moved * PAGE_SIZE) as u64);
+        }
+        Ok(moved)
+    }
+
+    /// Migrates the pages of `range` that are in device memory `mem` back to system memory.
+    /// Returns how many pages moved.
+    ///
+    /// Takes the range's migrate lock. Fails with [`EFAULT`] if the process is exiting, and with
+    /// the errors of [`Driver::copy_to_sram`].
+    pub fn evict_range(&self, range: &Range<T>, mem: &DeviceMemory<T>) -> Result<usize> {
+        self.notifier_of(range)?;
+        if mem.owner() != self.owner {
+            return Err(EINVAL);
+        }
+        let _migrate = range.migrate.lock();
+        let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
+        let mmap = mm.mmap_read_lock();
+        let mut moved = 0;
+        let mut addr = range.span.start;
+        // The range may have lost pages to munmap since it was inserted: evict each VMA part.
+        while addr < range.span.end {
+            let Some(vma) = mmap.vma_lookup(addr) else {
+                addr += PAGE_SIZE;
+                continue;
+            };
+            let part = addr..range.span.end.min(vma.end());
+            let mig = Migration::setup(vma, part.clone(), Select::DEVICE_PRIVATE, self.owner)?;
+            moved += mem.to_sram(mig)?;
+            addr = part.end;
+        }
+        self.stats.range_evictions.add(1);
+        self.stats.bytes_evicted.add((moved * PAGE_SIZE) as u64);
+        Ok(moved)
+    }
+}

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The mmu notifiers of a GPU SVM and their invalidation callback.
+
+use super::{
+    range::{
+        NotifierLocked,
+        RangeTree, //
+    },
+    Driver,
+    GpuSvm, //
+};
+use crate::{
+    mm::mmu_notifier::{
+        Event,
+        IntervalNotifier,
+        Invalidate,
+        NotifierRange,
+        PendingSeq,
+        SeqSet,
+        WouldBlock, //
+    },
+    prelude::*,
+    sync::atomic::Relaxed,
+};
+
+/// The callback data of a notifier of a [`GpuSvm`]: the ranges inside it.
+///
+/// # Invariants
+///
+/// `svm` is the `GpuSvm` that owns the notifier; it outlives it.
+pub(super) struct Notifier<T: Driver> {
+    pub(super) svm: *const GpuSvm<T>,
+    pub(super) ranges: NotifierLocked<RangeTree<T>>,
+}
+
+// SAFETY: `svm` outlives the notifier (type invariants); the ranges are protected by the notifier
+// lock.
+unsafe impl<T: Driver> Send for Notifier<T> {}
+
+// SAFETY: As above.
+unsafe impl<T: Driver> Sync for Notifier<T> {}
+
+impl<T: Driver> Invalidate for Notifier<T> {
+    fn invalidate<'a>(
+        &self,
+        range: &NotifierRange,
+        seq: PendingSeq<'a>,
+    ) -> Result<SeqSet<'a>, WouldBlock> {
+        range.check_blockable()?;
+        // SAFETY: The `GpuSvm` outlives its notifiers (type invariants).
+        let svm = unsafe { &*self.svm };
+        // Making pages exclusive for our own atomics leaves our pages valid.
+        let seq = match seq.skip_own_exclusive(range, svm.owner) {
+            Ok(done) => return Ok(done),
+            Err(seq) => seq,
+        };
+        let _guard = svm.notifier_lock.write();
+        let span = range.span();
+        // SAFETY: The notifier lock of `svm` is held for writing; no other borrow is live.
+        let ranges = unsafe { self.ranges.get_mut() };
+        let mut cursor = span
+            .start
+            .checked_add(1)
+            .and_then(|key| ranges.cursor_lower_bound_mut(&key));
+        while let Some(c) = cursor {
+            let r = c.current().1;
+            if !r.overlaps(&span) {
+                break;
+            }
+            let hit = span.start.max(r.span.start)..span.end.min(r.span.end);
+            svm.driver.invalidate(r, hit, range.event());
+            svm.stats.invalidations.add(1);
+            // SAFETY: As above, and this is the only borrow of these pages.
+            let pages = unsafe { r.pages.get_mut() };
+            // The pages may be freed once this returns: unmap them now (this frees nothing).
+            pages.dma.clear();
+            if range.event() == Event::Unmap && !pages.unmapped {
+                pages.unmapped = true;
+                svm.garbage.fetch_add(1, Relaxed);
+            }
+            cursor = c.move_next();
+        }
+        // Readers of the pages now fail `read_retry`: the pages are stale.
+        Ok(seq.set())
+    }
+}
+
+/// An inserted notifier of a [`GpuSvm`], removed when dropped.
+pub(super) type NotifierBox<T> = Pin<KBox<IntervalNotifier<Notifier<T>>>>;

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Reading the pages of a range for a GPU fault, and the proof needed to bind them.
+
+use super::{
+    DeviceMemory,
+    Driver,
+    GpuSvm,
+    NotifierReadGuard,
+    Range,
+    ValidPages, //
+};
+use crate::{
+    device::{
+        Bound,
+        Device, //
+    },
+    dma::{
+        mapping::PageMapping,
+        DataDirection, //
+    },
+    mm::{
+        exclusive::make_device_exclusive,
+        hmm::{
+            self,
+            HmmPfn,
+            Request, //
+        },
+        MmapReadGuard,
+    },
+    page::PAGE_SIZE,
+    prelude::*,
+    time::{
+        Delta,
+        Instant,
+        Monotonic, //
+    },
+};
+
+/// How long [`GpuSvm::get_pages`] keeps starting again when invalidations race with it.
+const GET_PAGES_TIMEOUT: Delta = Delta::from_millis(hmm::DEFAULT_TIMEOUT_MS as i64);
+
+/// Where a GPU atomic access to a range is done; see [`Fault::atomic`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AtomicPolicy {
+    /// On system memory made exclusive to the device: the CPU takes a page back on its next
+    /// touch. For devices that cannot do atomics on system memory over their bus.
+    Exclusive,
+    /// In device memory: the range migrates there first; pages that cannot move are made
+    /// exclusive.
+    Vram,
+}
+
+/// What a GPU fault needs of the pages of a range; see [`GpuSvm::get_pages`].
+pub struct Fault<'a, T: Driver> {
+    pub(super) write: bool,
+    pub(super) atomic: Option<(AtomicPolicy, Option<&'a DeviceMemory<T>>)>,
+    pub(super) dma: Option<&'a Device<Bound>>,
+}
+
+impl<'a, T: Driver> Fault<'a, T> {
+    /// A read: the pages are faulted in readable.
+    #[inline]
+    pub fn read() -> Self {
+        Self {
+            write: false,
+            atomic: None,
+            dma: None,
+        }
+    }
+
+    /// A write: the pages are faulted in writable ([`EPERM`] for a read-only mapping).
+    #[inline]
+    pub fn write() -> Self {
+        Self {
+            write: true,
+            ..Self::read()
+        }
+    }
+
+    /// An atomic access (a write) under `policy`: every page not in device memory of the owner
+    /// is made exclusive to the device, so that [`ValidPages::atomic`] holds. With
+    /// [`AtomicPolicy::Vram`] the range first migrates to `vram`; a failed or partial migration
+    /// is no error (the pages left behind are made exclusive).
+    #[inline]
+    pub fn atomic(policy: AtomicPolicy, vram: Option<&'a DeviceMemory<T>>) -> Self {
+        Self {
+            atomic: Some((policy, vram)),
+            ..Self::write()
+        }
+    }
+
+    /// Also maps the system pages for DMA by `dev` ([`ValidPages::dma_address`]), until they are
+    /// invalidated or read again. Device pages are not mapped: the driver knows where they are.
+    ///
+    /// # Safety
+    ///
+    /// The DMA mask of `dev` is not changed while the range lives.
+    #[inline]
+    pub unsafe fn dma(self, dev: &'a Device<Bound>) -> Self {
+        Self {
+            dma: Some(dev),
+            ..self
+        }
+    }
+}
+
+impl<T: Driver> GpuSvm<T> {
+    /// Reads the pages of `range` from the CPU page tables for `fault`, faulting them in, and
+    /// records them with the notifier sequence they are valid for.
+    ///
+    /// Fails with [`EFAULT`] if the process is exiting or a page cannot be faulted in, [`EPERM`]
+    /// for a write to a read-only mapping, [`EBUSY`] if invalidations kept racing with it for
+    /// [`hmm::DEFAULT_TIMEOUT_MS`], [`ENOMEM`] if a DMA mapping fails, with `EOPNOTSUPP` for an
+    /// atomic fault on pages that cannot be exclusive (not anonymous, or hugetlb), and with the
+    /// errors of [`hmm::range_fault`].
+    pub fn get_pages(&self, range: &Range<T>, fault: &Fault<'_, T>) -> Result {
+        let notifier = self.notifier_of(range)?;
+        let len = range.span.end - range.span.start;
+        if let Some(i) = self.chunks.sizes().iter().position(|&s| s == len) {
+            self.stats.faults[i].add(1);
+        }
+        if let Some((AtomicPolicy::Vram, Some(mem))) = fault.atomic {
+            // Whatever does not move is made exclusive below.
+            let _ = self.migrate_to_vram(range, mem);
+        }
+        let npages = range.npages();
+        let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
+        pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
+        // Room for the mappings, made under the notifier lock where nothing may allocate.
+        let mut dma = KVec::with_capacity(fault.dma.map_or(0, |_| npages), GFP_KERNEL)?;
+        let request = Request::fault(fault.write).owner(self.owner);
+        let start = Instant::<Monotonic>::now();
+        while start.elapsed() < GET_PAGES_TIMEOUT {
+            let seq = notifier.read_begin();
+            let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
+            let mmap = mm.mmap_read_lock();
+            let res = hmm::range_fault(notifier, &mmap, &seq, range.span.start, &mut pfns, request)
+                .and_then(|()| match fault.atomic {
+                    Some(_) => self.make_exclusive(&mmap, range.span.start, &mut pfns),
+                    None => Ok(()),
+                });
+            match res {
+                Err(e) if e == EBUSY => {
+                    self.stats.retries.add(1);
+                    continue;
+                }
+                res => res?,
+            }
+            let _guard = self.notifier_lock.write();
+            if notifier.read_retry(&seq) {
+                self.stats.retries.add(1);
+                continue;
+            }
+            if let Some(dev) = fault.dma {
+                // The pages cannot be freed before the next invalidation, which takes the lock
+                // and unmaps them: map them now, under it, so that no mapping outlives its page.
+                dma.clear();
+                for pfn in pfns.iter() {
+                    dma.push_within_capacity(self.map_page(dev, *pfn)?)
+                        .map_err(|_| ENOMEM)?;
+                }
+            }
+            // SAFETY: The notifier lock is held for writing; this is the only borrow.
+            let pages = unsafe { range.pages.get_mut() };
+            core::mem::swap(&mut pages.pfns, &mut pfns);
+            // The old mappings are unmapped with `dma` when it goes, after the lock.
+            core::mem::swap(&mut pages.dma, &mut dma);
+            pages.seq = Some(seq);
+            pages.atomic = fault.atomic.is_some();
+            return Ok(());
+        }
+        Err(EBUSY)
+    }
+
+    /// Maps system page `pfn` for DMA by `dev`; device pages and holes are not mapped.
+    ///
+    /// Called with the notifier lock held, with `pfn` read under a notifier sequence that is
+    /// still current.
+    fn map_page(&self, dev: &Device<Bound>, pfn: HmmPfn) -> Result<Option<PageMapping>> {
+        if pfn.device_private_owner().is_some() {
+            return Ok(None);
+        }
+        // SAFETY: The page was read under a sequence still current, with the notifier lock held:
+        // it stays allocated until an invalidation, which unmaps it first.
+        let Some(page) = (unsafe { pfn.page() }) else {
+            return Ok(None);
+        };
+        // SAFETY: The mapping is dropped by the invalidation that precedes the page's release
+        // (above); the DMA mask is not changed meanwhile (safety requirement of `Fault::dma`).
+        let mapping =
+            unsafe { PageMapping::new(dev, &page, 0, PAGE_SIZE, DataDirection::Bidirectional)? };
+        Ok(Some(mapping))
+    }
+
+    /// Makes the system pages of `pfns`, read from `start` on, exclusive to the device.
+    ///
+    /// This invalidates nothing for us (see [`PendingSeq::skip_own_exclusive`]); a CPU touch
+    /// afterwards does, so the pages need not stay locked until they are bound.
+    ///
+    /// [`PendingSeq::skip_own_exclusive`]: crate::mm::mmu_notifier::PendingSeq::skip_own_exclusive
+    fn make_exclusive(
+        &self,
+        mmap: &MmapReadGuard<'_>,
+        start: usize,
+        pfns: &mut [HmmPfn],
+    ) -> Result {
+        for (i, pfn) in pfns.iter_mut().enumerate() {
+            if pfn.device_private_owner() == Some(self.owner) {
+                continue;
+            }
+            let page = make_device_exclusive(mmap, start + i * PAGE_SIZE, self.owner)?;
+            *pfn = HmmPfn::writable_page(page.pfn());
+        }
+        Ok(())
+    }
+
+    /// The proof that the pages of `range` are current, if they are: read with
+    /// [`GpuSvm::get_pages`], not invalidated since, and the range not unmapped.
+    pub fn pages_valid<'a>(
+        &self,
+        range: &'a Range<T>,
+        guard: &'a NotifierReadGuard<'_>,
+    ) -> Option<ValidPages<'a>> {
+        if !core::ptr::eq(guard.0.sem(), &self.notifier_lock) {
+            return None;
+        }
+        let notifier = self.notifier_of(range).ok()?;
+        // SAFETY: `guard` holds this GPU SVM's notifier lock for reading.
+        let pages = unsafe { range.pages.get() };
+        let seq = pages.seq.as_ref()?;
+        if pages.unmapped || notifier.read_retry(seq) {
+            return None;
+        }
+        Some(ValidPages {
+            pfns: &pages.pfns,
+            dma: &pages.dma,
+            atomic: pages.atomic,
+        })
+    }
+}

@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Ranges, their pages, and the index of the ranges of a notifier.
+
+use super::{
+    notifier::Notifier,
+    Driver,
+    GpuSvm, //
+};
+use crate::{
+    dma::{
+        mapping::PageMapping,
+        DmaAddress, //
+    },
+    mm::{
+        hmm::HmmPfn,
+        mmu_notifier::{
+            IntervalNotifier,
+            Seq, //
+        },
+    },
+    page::PAGE_SIZE,
+    prelude::*,
+    rbtree::RBTree,
+    sync::{
+        Arc,
+        Mutex, //
+    },
+};
+use core::{
+    cell::UnsafeCell,
+    ops, //
+};
+
+/// State protected by the notifier lock of the [`GpuSvm`] it belongs to.
+///
+/// # Invariants
+///
+/// The contents are only accessed with that lock held: shared for `&T`, exclusive for `&mut T`.
+pub(super) struct NotifierLocked<T>(UnsafeCell<T>);
+
+// SAFETY: Access is serialised by the notifier lock (type invariants).
+unsafe impl<T: Send> Send for NotifierLocked<T> {}
+
+// SAFETY: Shared access needs the read lock and gives `&T` (needs `T: Sync`); exclusive access
+// needs the write lock (needs `T: Send`).
+unsafe impl<T: Send + Sync> Sync for NotifierLocked<T> {}
+
+impl<T> NotifierLocked<T> {
+    pub(super) fn new(data: T) -> Self {
+        Self(UnsafeCell::new(data))
+    }
+
+    /// # Safety
+    ///
+    /// The caller holds the notifier lock of the `GpuSvm` this state belongs to, for reading or
+    /// writing, for `'a`, and has no mutable borrow of the same state.
+    pub(super) unsafe fn get<'a>(&'a self) -> &'a T {
+        // SAFETY: The lock is held (safety requirements).
+        unsafe { &*self.0.get() }
+    }
+
+    /// # Safety
+    ///
+    /// The caller holds the notifier lock of the `GpuSvm` this state belongs to for writing, for
+    /// `'a`, and has no other borrow of the same state.
+    #[expect(clippy::mut_from_ref)]
+    pub(super) unsafe fn get_mut<'a>(&'a self) -> &'a mut T {
+        // SAFETY: The write lock is held and the borrow is unique (safety requirements).
+        unsafe { &mut *self.0.get() }
+    }
+}
+
+/// The pages of a [`Range`], as last read from the CPU page tables.
+pub(super) struct Pages {
+    pub(super) pfns: KVec<HmmPfn>,
+    /// The DMA mappings of the system pages, if they were mapped for the device.
+    pub(super) dma: KVec<Option<PageMapping>>,
+    /// The notifier sequence the pages were read under, if they were.
+    pub(super) seq: Option<Seq>,
+    /// Whether part of the range was unmapped: it must be torn down.
+    pub(super) unmapped: bool,
+    /// Whether the device may do atomics on every page: each is in device memory of the owner
+    /// or was made exclusive to the device.
+    pub(super) atomic: bool,
+}
+
+/// A range of a [`GpuSvm`]: an aligned chunk of virtual addresses mirrored as one unit.
+///
+/// # Invariants
+///
+/// `notifier` is the notifier of the `GpuSvm` `svm` whose block contains the range; it stays
+/// inserted while that `GpuSvm` lives, and is only used through it (checked by address).
+#[pin_data]
+pub struct Range<T: Driver> {
+    pub(super) svm: *const GpuSvm<T>,
+    pub(super) span: ops::Range<usize>,
+    pub(super) notifier: *const IntervalNotifier<Notifier<T>>,
+    pub(super) pages: NotifierLocked<Pages>,
+    /// The migrate lock: serialises migrations of the range started by the driver.
+    #[pin]
+    pub(super) migrate: Mutex<()>,
+}
+
+// SAFETY: `notifier` is only dereferenced while the `GpuSvm` keeps it inserted (type invariants);
+// the rest is protected by the notifier lock or is a lock.
+unsafe impl<T: Driver> Send for Range<T> {}
+
+// SAFETY: As above.
+unsafe impl<T: Driver> Sync for Range<T> {}
+
+impl<T: Driver> Range<T> {
+    /// The virtual addresses of the range.
+    #[inline]
+    pub fn span(&self) -> ops::Range<usize> {
+        self.span.clone()
+    }
+
+    /// The number of pages of the range.
+    #[inline]
+    pub fn npages(&self) -> usize {
+        (self.span.end - self.span.start) / PAGE_SIZE
+    }
+
+    pub(super) fn overlaps(&self, other: &ops::Range<usize>) -> bool {
+        self.span.start < other.end && other.start < self.span.end
+    }
+}
+
+/// Proof that the pages of a range are current, obtained with [`GpuSvm::pages_valid`]: no
+/// invalidation can run while it lives, as it borrows the notifier lock. Bind device page table
+/// entries only with it.
+pub struct ValidPages<'a> {
+    pub(super) pfns: &'a [HmmPfn],
+    pub(super) dma: &'a [Option<PageMapping>],
+    pub(super) atomic: bool,
+}
+
+impl ValidPages<'_> {
+    /// The pages, one entry per page of the range: system pages, or device-private pages of the
+    /// GPU SVM's owner (see [`HmmPfn::device_private_owner`]).
+    #[inline]
+    pub fn pfns(&self) -> &[HmmPfn] {
+        self.pfns
+    }
+
+    /// The address the device uses for system page `i` of the range, if the pages were read with
+    /// [`Fault::dma`](super::Fault::dma).
+    #[inline]
+    pub fn dma_address(&self, i: usize) -> Option<DmaAddress> {
+        self.dma.get(i)?.as_ref().map(PageMapping::dma_address)
+    }
+
+    /// Whether the device may do atomics on every page, as read for a [`Fault::atomic`]: in its
+    /// device memory, or system pages exclusive to it until the CPU touches them (which
+    /// invalidates them).
+    ///
+    /// [`Fault::atomic`]: super::Fault::atomic
+    #[inline]
+    pub fn atomic(&self) -> bool {
+        self.atomic
+    }
+}
+
+/// The ranges of a notifier, keyed by their end address: the range containing `addr` is the
+/// first one whose end is above it.
+pub(super) type RangeTree<T> = RBTree<usize, Arc<Range<T>>>;
+
+/// The range of `ranges` that contains `addr`, if any.
+pub(super) fn range_at<T: Driver>(ranges: &RangeTree<T>, addr: usize) -> Option<Arc<Range<T>>> {
+    let cursor = ranges.cursor_lower_bound(&addr.checked_add(1)?)?;
+    let (_, range) = cursor.current();
+    range.span.contains(&addr).then(|| range.clone())
+}
+
+/// Whether a range of `ranges` overlaps `span`.
+pub(super) fn any_overlap<T: Driver>(ranges: &RangeTree<T>, span: &ops::Range<usize>) -> bool {
+    span.start
+        .checked_add(1)
+        .and_then(|key| ranges.cursor_lower_bound(&key))
+        .is_some_and(|cursor| cursor.current().1.overlaps(span))
+}
+
+/// Calls `f` on the ranges of `ranges` that overlap `span`, in address order.
+pub(super) fn for_each_overlap<T: Driver>(
+    ranges: &RangeTree<T>,
+    span: &ops::Range<usize>,
+    mut f: impl FnMut(&Arc<Range<T>>),
+) {
+    let mut key = span.start.checked_add(1);
+    while let Some(cursor) = key.and_then(|k| ranges.cursor_lower_bound(&k)) {
+        let (end, range) = cursor.current();
+        if !range.overlaps(span) {
+            break;
+        }
+        f(range);
+        key = end.checked_add(1);
+    }
+}
