@@ -389,6 +389,33 @@ mod tests {
     }
 
     #[test]
+    fn a_gpu_svm_outliving_its_process_fails_cleanly() -> Result {
+        let map = UserMapping::new(16)?;
+        fill(&map, 16)?;
+        // A GPU SVM of a process that exits while the GPU SVM lives on (the file stays open in
+        // another process, say).
+        let mut orphan = None;
+        in_forked_child(&mut || {
+            let svm = svm(&map)?;
+            let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+            svm.get_pages(&r, &Fault::read())?;
+            orphan = Some((svm, r));
+            Ok(())
+        })?;
+        let (svm, r) = orphan.take().ok_or(EINVAL)?;
+        assert_eq!(
+            svm.find_or_insert(map.addr(1), 0..usize::MAX).err(),
+            Some(EFAULT)
+        );
+        assert_eq!(svm.get_pages(&r, &Fault::read()).err(), Some(EFAULT));
+        // The exit unmapped everything: nothing can be bound, and the collector cleans up.
+        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        svm.collect_garbage();
+        assert_eq!(svm.count(), (0, 0));
+        Ok(())
+    }
+
+    #[test]
     fn no_vma_is_enoent() -> Result {
         let map = UserMapping::new(4)?;
         map.unmap(2, 2)?;
