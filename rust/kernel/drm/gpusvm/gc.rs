@@ -41,7 +41,8 @@ impl<T: Driver> GpuSvm<T> {
                 }
                 self.driver.invalidate(r, r.span(), Event::Unmap);
                 removed += 1;
-                // Freeing is fine under the lock; allocating is not.
+                // Freeing is fine under the lock; allocating is not. After the last range the
+                // cursor comes back to the previous one, which stays: the walk then ends.
                 let (next, _node) = c.remove_current();
                 cursor = next;
             }

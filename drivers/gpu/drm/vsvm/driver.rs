@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The device: a faux device with a DRM render node.
+
+use kernel::{
+    drm::{
+        self,
+        gem,
+        ioctl, //
+    },
+    faux,
+    prelude::*,
+    Module, //
+};
+
+use crate::{
+    file::File,
+    gem::VsvmObject, //
+};
+
+/// The DRM driver.
+pub(crate) struct VsvmDriver;
+
+/// The DRM device of the driver.
+pub(crate) type VsvmDevice<Ctx = drm::Registered> = drm::Device<VsvmDriver, Ctx>;
+
+/// The data of a device. Its address names the owner of the device's memory.
+#[pin_data]
+pub(crate) struct VsvmData {}
+
+const INFO: drm::DriverInfo = drm::DriverInfo {
+    major: 0,
+    minor: 1,
+    patchlevel: 0,
+    name: c"vsvm",
+    desc: c"Sample driver for GPU shared virtual memory",
+};
+
+#[vtable]
+impl drm::Driver for VsvmDriver {
+    type Data = VsvmData;
+    type File = File;
+    type Object<Ctx: drm::DeviceContext> = gem::Object<VsvmObject, Ctx>;
+
+    const INFO: drm::DriverInfo = INFO;
+    const FEAT_RENDER: bool = true;
+
+    kernel::declare_drm_ioctls! {
+        (VSVM_VM_CREATE, drm_vsvm_vm_create, ioctl::RENDER_ALLOW, File::vm_create),
+        (VSVM_VM_DESTROY, drm_vsvm_vm_destroy, ioctl::RENDER_ALLOW, File::vm_destroy),
+        (VSVM_EXEC, drm_vsvm_exec, ioctl::RENDER_ALLOW, File::exec),
+        (VSVM_STATS, drm_vsvm_stats, ioctl::RENDER_ALLOW, File::stats),
+    }
+}
+
+/// The module: one simulated GPU on a faux device. The DRM device is unregistered when the faux
+/// device goes, with the module.
+pub(crate) struct VsvmModule {
+    _faux: faux::Registration,
+}
+
+impl Module for VsvmModule {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let faux = faux::Registration::new(c"vsvm", None)?;
+        let drm =
+            drm::UnregisteredDevice::<VsvmDriver>::new(faux.as_ref(), try_pin_init!(VsvmData {}))?;
+        drm::Registration::new_foreign_owned(drm, faux.bound(), 0)?;
+        Ok(Self { _faux: faux })
+    }
+}

@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! An open render node: its VMs, and the ioctls.
+
+use core::mem::size_of;
+use kernel::{
+    drm,
+    mm::DeviceOwner,
+    new_mutex,
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{
+        Arc,
+        Mutex, //
+    },
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
+    uapi,
+};
+
+use crate::{
+    driver::{
+        VsvmDevice,
+        VsvmDriver, //
+    },
+    vm::Vm,
+};
+
+/// The most VMs one file may have.
+const MAX_VMS: usize = 64;
+
+/// The end of the user address space a VM may mirror (x86-64 with 4-level page tables).
+const USER_END: u64 = 1 << 47;
+
+/// An operation of a job, as userspace lays it out.
+#[repr(transparent)]
+struct Op(uapi::drm_vsvm_op);
+
+// SAFETY: `drm_vsvm_op` is made of integers only, with no padding (the uapi header keeps it so):
+// every byte pattern is a valid value, and every byte is initialised.
+unsafe impl FromBytes for Op {}
+
+// SAFETY: As above.
+unsafe impl AsBytes for Op {}
+
+impl Op {
+    /// Checks the operation's fields, with [`EINVAL`] for anything malformed.
+    fn validate(&self) -> Result {
+        let op = &self.0;
+        let in_space = |addr: u64| addr.checked_add(op.size).is_some_and(|end| end <= USER_END);
+        if op.flags != 0 || op.size == 0 || !in_space(op.addr) || op.result != 0 {
+            return Err(EINVAL);
+        }
+        let ok = match op.kind {
+            uapi::drm_vsvm_op_kind_DRM_VSVM_OP_WRITE | uapi::drm_vsvm_op_kind_DRM_VSVM_OP_READ => {
+                op.src == 0
+            }
+            uapi::drm_vsvm_op_kind_DRM_VSVM_OP_ATOMIC_ADD => {
+                op.src == 0 && op.size == 8 && op.addr % 8 == 0
+            }
+            uapi::drm_vsvm_op_kind_DRM_VSVM_OP_COPY => in_space(op.src),
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        }
+    }
+}
+
+/// The VMs of a file, with the id the next one gets.
+struct Vms {
+    next_id: u32,
+    vms: KVec<Arc<Vm>>,
+}
+
+/// The driver data of an open file.
+#[pin_data]
+pub(crate) struct File {
+    #[pin]
+    vms: Mutex<Vms>,
+}
+
+impl drm::file::DriverFile for File {
+    type Driver = VsvmDriver;
+
+    fn open(_dev: &VsvmDevice) -> Result<Pin<KBox<Self>>> {
+        KBox::try_pin_init(
+            try_pin_init!(Self {
+                vms <- new_mutex!(Vms {
+                    next_id: 1,
+                    vms: KVec::new(),
+                }),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+impl File {
+    fn vm(&self, id: u32) -> Result<Arc<Vm>> {
+        let vms = self.vms.lock();
+        vms.vms
+            .iter()
+            .find(|vm| vm.id() == id)
+            .cloned()
+            .ok_or(ENOENT)
+    }
+
+    /// IOCTL: create a VM mirroring a span of the calling process.
+    pub(crate) fn vm_create(
+        dev: &VsvmDevice,
+        req: &mut uapi::drm_vsvm_vm_create,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        // CAST: Page sizes fit in 64 bits.
+        let page = PAGE_SIZE as u64;
+        let end = req.start.checked_add(req.size).ok_or(EINVAL)?;
+        if req.flags != 0
+            || req.vm_id != 0
+            || req.size == 0
+            || req.start % page != 0
+            || req.size % page != 0
+            || end > USER_END
+        {
+            return Err(EINVAL);
+        }
+        let span = usize::try_from(req.start)?..usize::try_from(end)?;
+        let task = current!();
+        let mm = task.mm().ok_or(EINVAL)?;
+        let this = file.inner();
+        let id = {
+            let mut vms = this.vms.lock();
+            if vms.vms.len() >= MAX_VMS {
+                return Err(ENOSPC);
+            }
+            let id = vms.next_id;
+            vms.next_id = id.checked_add(1).ok_or(ENOSPC)?;
+            id
+        };
+        let owner = DeviceOwner::from_ref::<crate::driver::VsvmData>(dev);
+        let vm = Arc::new(Vm::new(id, mm, span, owner)?, GFP_KERNEL)?;
+        let mut vms = this.vms.lock();
+        if vms.vms.len() >= MAX_VMS {
+            return Err(ENOSPC);
+        }
+        vms.vms.push(vm, GFP_KERNEL)?;
+        req.vm_id = id;
+        Ok(0)
+    }
+
+    /// IOCTL: destroy a VM.
+    pub(crate) fn vm_destroy(
+        _dev: &VsvmDevice,
+        req: &mut uapi::drm_vsvm_vm_destroy,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        if req.flags != 0 {
+            return Err(EINVAL);
+        }
+        let this = file.inner();
+        let vm = {
+            let mut vms = this.vms.lock();
+            let i = vms
+                .vms
+                .iter()
+                .position(|vm| vm.id() == req.vm_id)
+                .ok_or(ENOENT)?;
+            vms.vms.remove(i)?
+        };
+        // A job running on the VM holds it until the job ends.
+        drop(vm);
+        Ok(0)
+    }
+
+    /// IOCTL: run a job on a VM and wait for it.
+    pub(crate) fn exec(
+        _dev: &VsvmDevice,
+        req: &mut uapi::drm_vsvm_exec,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        if req.flags != 0 || req.pad != 0 || req.status != 0 || req.ops_done != 0 {
+            return Err(EINVAL);
+        }
+        let count = usize::try_from(req.count)?;
+        if count == 0 {
+            return Err(EINVAL);
+        }
+        if count > uapi::DRM_VSVM_MAX_OPS as usize {
+            return Err(E2BIG);
+        }
+        let vm = file.inner().vm(req.vm_id)?;
+        let user = UserSlice::new(
+            UserPtr::from_addr(usize::try_from(req.ops)?),
+            count * size_of::<Op>(),
+        );
+        let (mut reader, mut writer) = user.reader_writer();
+        let mut ops = KVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            let op: Op = reader.read()?;
+            op.validate()?;
+            ops.push(op, GFP_KERNEL)?;
+        }
+        let mut status = 0;
+        let mut done = 0;
+        for op in ops.iter_mut() {
+            match vm.run(&op.0) {
+                Ok(result) => op.0.result = result,
+                Err(e) => {
+                    status = e.to_errno();
+                    break;
+                }
+            }
+            done += 1;
+        }
+        for op in ops.iter() {
+            writer.write(op)?;
+        }
+        req.status = status;
+        req.ops_done = done;
+        Ok(0)
+    }
+
+    /// IOCTL: the counters of a VM.
+    pub(crate) fn stats(
+        _dev: &VsvmDevice,
+        req: &mut uapi::drm_vsvm_stats,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        if req.flags != 0 || req.reserved.iter().any(|&r| r != 0) {
+            return Err(EINVAL);
+        }
+        let vm = file.inner().vm(req.vm_id)?;
+        vm.stats(req);
+        Ok(0)
+    }
+}

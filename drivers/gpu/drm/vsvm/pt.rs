@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The page table of a simulated GPU VM.
+//!
+//! It maps the pages of GPU SVM ranges: one mapping per bound range, with an entry per page.
+//! Its lock is taken by the invalidation callback, so nothing allocates while holding it: a
+//! mapping is allocated before the lock and only filled under it.
+
+use core::ops::Range;
+use kernel::{
+    mm::hmm::HmmPfn,
+    page::PAGE_SIZE,
+    prelude::*,
+    rbtree::{
+        CursorMut,
+        RBTree,
+        RBTreeNodeReservation, //
+    },
+};
+
+/// A page table entry: the page, and what the device may do with it.
+#[derive(Clone, Copy)]
+pub(crate) struct Pte {
+    pub(crate) pfn: HmmPfn,
+    pub(crate) writable: bool,
+    pub(crate) atomic: bool,
+}
+
+/// The entries of one bound range.
+pub(crate) struct Mapping {
+    start: usize,
+    ptes: KVec<Option<Pte>>,
+}
+
+impl Mapping {
+    /// An empty mapping of `npages` pages from `start`, to fill under the page table lock.
+    pub(crate) fn new(start: usize, npages: usize) -> Result<Self> {
+        Ok(Self {
+            start,
+            ptes: KVec::with_capacity(npages, GFP_KERNEL)?,
+        })
+    }
+
+    /// Sets the entries from `pfns`, one per page; fails if there are more than were reserved.
+    pub(crate) fn fill(&mut self, pfns: &[HmmPfn], atomic: bool) -> Result {
+        self.ptes.clear();
+        for pfn in pfns {
+            let pte = pfn.is_valid().then_some(Pte {
+                pfn: *pfn,
+                writable: pfn.is_writable(),
+                atomic,
+            });
+            self.ptes.push_within_capacity(pte).map_err(|_| ENOMEM)?;
+        }
+        Ok(())
+    }
+
+    fn span(&self) -> Range<usize> {
+        self.start..self.start + self.ptes.len() * PAGE_SIZE
+    }
+}
+
+/// Removes the mapping under `cursor`; returns a cursor on the next one, if any.
+fn remove_and_next(cursor: CursorMut<'_, usize, Mapping>) -> Option<CursorMut<'_, usize, Mapping>> {
+    let removed = *cursor.current().0;
+    // The cursor returned points to the previous mapping when the removed one was the last.
+    cursor
+        .remove_current()
+        .0
+        .filter(|next| *next.current().0 > removed)
+}
+
+/// The page table: the mappings keyed by their end address.
+pub(crate) struct PageTable {
+    maps: RBTree<usize, Mapping>,
+    bound: usize,
+}
+
+impl PageTable {
+    pub(crate) fn new() -> Self {
+        Self {
+            maps: RBTree::new(),
+            bound: 0,
+        }
+    }
+
+    /// The number of pages mapped.
+    pub(crate) fn bound(&self) -> usize {
+        self.bound
+    }
+
+    /// The entry of the page at `addr`, if it is mapped.
+    pub(crate) fn lookup(&self, addr: usize) -> Option<Pte> {
+        let cursor = self.maps.cursor_lower_bound(&addr.checked_add(1)?)?;
+        let (_, map) = cursor.current();
+        if addr < map.start {
+            return None;
+        }
+        *map.ptes.get((addr - map.start) / PAGE_SIZE)?
+    }
+
+    /// Maps `mapping` with the node `node`, replacing the mappings it overlaps.
+    pub(crate) fn bind(&mut self, mapping: Mapping, node: RBTreeNodeReservation<usize, Mapping>) {
+        let span = mapping.span();
+        self.remove(&span);
+        self.bound += mapping.ptes.iter().filter(|p| p.is_some()).count();
+        self.maps.insert(node.into_node(span.end, mapping));
+    }
+
+    /// Zaps the entries of `span`; mappings left empty go.
+    pub(crate) fn zap(&mut self, span: &Range<usize>) {
+        let mut cursor = span
+            .start
+            .checked_add(1)
+            .and_then(|key| self.maps.cursor_lower_bound_mut(&key));
+        while let Some(mut c) = cursor {
+            let (_, map) = c.current_mut();
+            if map.start >= span.end {
+                break;
+            }
+            let first = span.start.saturating_sub(map.start) / PAGE_SIZE;
+            let last = ((span.end - map.start) / PAGE_SIZE).min(map.ptes.len());
+            for pte in &mut map.ptes[first..last] {
+                if pte.take().is_some() {
+                    self.bound -= 1;
+                }
+            }
+            cursor = if map.ptes.iter().all(Option::is_none) {
+                // Freeing is fine under the lock; allocating is not.
+                remove_and_next(c)
+            } else {
+                c.move_next()
+            };
+        }
+    }
+
+    /// Removes the mappings that overlap `span`.
+    fn remove(&mut self, span: &Range<usize>) {
+        self.zap(span);
+        let mut cursor = span
+            .start
+            .checked_add(1)
+            .and_then(|key| self.maps.cursor_lower_bound_mut(&key));
+        while let Some(c) = cursor {
+            let (_, map) = c.current();
+            if map.start >= span.end {
+                break;
+            }
+            self.bound -= map.ptes.iter().filter(|p| p.is_some()).count();
+            cursor = remove_and_next(c);
+        }
+    }
+}

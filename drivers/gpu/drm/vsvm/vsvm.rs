@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! vsvm: a sample DRM driver for a simulated GPU with shared virtual memory.
+//!
+//! A VM of the GPU mirrors a span of the address space of the process that created it, through
+//! [`kernel::drm::gpusvm`]: jobs of GPU operations run on the process's own pointers, the
+//! simulated engine faults on pages its page table does not map, and the fault handler resolves
+//! them through the GPU SVM layer.
+
+mod driver;
+mod file;
+mod gem;
+mod pt;
+mod vm;
+
+use kernel::prelude::*;
+
+module! {
+    type: driver::VsvmModule,
+    name: "vsvm",
+    authors: ["The vsvm authors"],
+    description: "Sample driver for GPU shared virtual memory",
+    license: "GPL",
+}

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Copyright (C) 2026 The vsvm authors.
+ */
+
+#ifndef __VSVM_DRM_H__
+#define __VSVM_DRM_H__
+
+#include "drm.h"
+
+#if defined(__cplusplus)
+extern "C" {
+#endif
+
+/**
+ * DOC: vsvm uAPI
+ *
+ * vsvm is a sample driver for a simulated GPU that works on the virtual
+ * addresses of the process that uses it (shared virtual memory): a VM mirrors
+ * a span of the calling process's address space, and jobs of GPU operations
+ * run on plain CPU pointers (malloc, mmap, stack), faulting pages in on first
+ * touch.
+ *
+ * Every struct has a @flags field; unknown flags and non-zero padding or
+ * reserved fields are rejected with -EINVAL.
+ */
+
+/**
+ * struct drm_vsvm_vm_create - Create a VM mirroring the calling process.
+ */
+struct drm_vsvm_vm_create {
+	/** @start: First address of the mirrored span, page aligned. */
+	__u64 start;
+
+	/** @size: Size of the mirrored span in bytes, page aligned, non-zero. */
+	__u64 size;
+
+	/** @flags: Must be zero. */
+	__u32 flags;
+
+	/** @vm_id: Out: the id of the new VM. */
+	__u32 vm_id;
+};
+
+/**
+ * struct drm_vsvm_vm_destroy - Destroy a VM.
+ */
+struct drm_vsvm_vm_destroy {
+	/** @vm_id: The VM to destroy. */
+	__u32 vm_id;
+
+	/** @flags: Must be zero. */
+	__u32 flags;
+};
+
+/**
+ * enum drm_vsvm_op_kind - What one operation of a job does.
+ *
+ * @DRM_VSVM_OP_WRITE: Fill @size bytes at @addr with the low byte of @value.
+ * @DRM_VSVM_OP_READ: Read @size bytes at @addr; @result is their sum.
+ * @DRM_VSVM_OP_ATOMIC_ADD: Add @value to the naturally aligned 64-bit word
+ *	at @addr (@size must be 8) as a GPU atomic; @result is the old value.
+ * @DRM_VSVM_OP_COPY: Copy @size bytes from @src to @addr.
+ */
+enum drm_vsvm_op_kind {
+	DRM_VSVM_OP_WRITE = 1,
+	DRM_VSVM_OP_READ = 2,
+	DRM_VSVM_OP_ATOMIC_ADD = 3,
+	DRM_VSVM_OP_COPY = 4,
+};
+
+/**
+ * struct drm_vsvm_op - One GPU operation on virtual addresses of the process.
+ */
+struct drm_vsvm_op {
+	/** @kind: One of &enum drm_vsvm_op_kind. */
+	__u32 kind;
+
+	/** @flags: Must be zero. */
+	__u32 flags;
+
+	/** @addr: The address operated on (the destination of a copy). */
+	__u64 addr;
+
+	/** @size: The number of bytes, non-zero. */
+	__u64 size;
+
+	/** @value: The byte to write, or the addend of an atomic add. */
+	__u64 value;
+
+	/** @src: The source of a copy, else zero. */
+	__u64 src;
+
+	/** @result: Out: the sum of a read, the old value of an atomic add. */
+	__u64 result;
+};
+
+/** DRM_VSVM_MAX_OPS - The most operations in one job. */
+#define DRM_VSVM_MAX_OPS 256
+
+/**
+ * struct drm_vsvm_exec - Run a job of operations on a VM, and wait for it.
+ *
+ * The ioctl returns 0 once the job ran; whether it succeeded is in @status:
+ * 0, or the negative error code of the first operation that failed (-EFAULT
+ * for an address with no mapping, -EPERM for a write to read-only memory),
+ * with @ops_done the number of operations completed before it.
+ */
+struct drm_vsvm_exec {
+	/** @ops: User pointer to an array of &struct drm_vsvm_op. */
+	__u64 ops;
+
+	/** @count: The number of operations, 1 to %DRM_VSVM_MAX_OPS. */
+	__u32 count;
+
+	/** @vm_id: The VM to run on. */
+	__u32 vm_id;
+
+	/** @flags: Must be zero. */
+	__u32 flags;
+
+	/** @status: Out: 0 or the error code of the failed operation. */
+	__s32 status;
+
+	/** @ops_done: Out: the number of operations completed. */
+	__u32 ops_done;
+
+	/** @pad: Must be zero. */
+	__u32 pad;
+};
+
+/**
+ * struct drm_vsvm_stats - Counters of a VM and of its device.
+ */
+struct drm_vsvm_stats {
+	/** @vm_id: The VM to report on. */
+	__u32 vm_id;
+
+	/** @flags: Must be zero. */
+	__u32 flags;
+
+	/** @gpu_faults: Out: page faults the engine raised. */
+	__u64 gpu_faults;
+
+	/** @faults_4k: Out: faults resolved with a 4 KiB range. */
+	__u64 faults_4k;
+
+	/** @faults_64k: Out: faults resolved with a 64 KiB range. */
+	__u64 faults_64k;
+
+	/** @faults_2m: Out: faults resolved with a 2 MiB range. */
+	__u64 faults_2m;
+
+	/** @retries: Out: page reads repeated because of a racing invalidation. */
+	__u64 retries;
+
+	/** @invalidations: Out: ranges invalidated by CPU mapping changes. */
+	__u64 invalidations;
+
+	/** @gc_runs: Out: garbage collections that removed ranges. */
+	__u64 gc_runs;
+
+	/** @gc_ranges: Out: ranges the garbage collector removed. */
+	__u64 gc_ranges;
+
+	/** @ranges: Out: ranges the VM has now. */
+	__u64 ranges;
+
+	/** @bound_pages: Out: pages the device page table maps now. */
+	__u64 bound_pages;
+
+	/** @reserved: Must be zero. */
+	__u64 reserved[6];
+};
+
+#define DRM_VSVM_VM_CREATE		0x00
+#define DRM_VSVM_VM_DESTROY		0x01
+#define DRM_VSVM_EXEC			0x02
+#define DRM_VSVM_STATS			0x03
+
+/* Note: this is an enum so that it can be resolved by Rust bindgen. */
+enum {
+	DRM_IOCTL_VSVM_VM_CREATE	= DRM_IOWR(DRM_COMMAND_BASE + DRM_VSVM_VM_CREATE,
+						   struct drm_vsvm_vm_create),
+	DRM_IOCTL_VSVM_VM_DESTROY	= DRM_IOW(DRM_COMMAND_BASE + DRM_VSVM_VM_DESTROY,
+						  struct drm_vsvm_vm_destroy),
+	DRM_IOCTL_VSVM_EXEC		= DRM_IOWR(DRM_COMMAND_BASE + DRM_VSVM_EXEC,
+						   struct drm_vsvm_exec),
+	DRM_IOCTL_VSVM_STATS		= DRM_IOWR(DRM_COMMAND_BASE + DRM_VSVM_STATS,
+						   struct drm_vsvm_stats),
+};
+
+#if defined(__cplusplus)
+}
+#endif
+
+#endif /* __VSVM_DRM_H__ */

@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vsvm demo: the simulated GPU works on plain process memory. Each step
+ * prints what the driver counted, and a TAP line ("ok - ..." or
+ * "not ok - ...") for each check; the exit status is 0 when all passed.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <drm/drm.h>
+#include <drm/vsvm_drm.h>
+
+#define SZ_2M (2UL << 20)
+#define BUF_SIZE (4 * SZ_2M)
+#define PAGE 4096UL
+
+static int failures;
+
+static void check(int ok, const char *what)
+{
+	printf("%s - %s\n", ok ? "ok" : "not ok", what);
+	if (!ok)
+		failures++;
+}
+
+/* Opens the render node of the vsvm driver. */
+static int open_vsvm(void)
+{
+	char path[64], name[32];
+	struct dirent *e;
+	DIR *d = opendir("/dev/dri");
+
+	while (d && (e = readdir(d))) {
+		struct drm_version v = { .name = name, .name_len = sizeof(name) - 1 };
+		int fd;
+
+		if (strncmp(e->d_name, "renderD", 7))
+			continue;
+		snprintf(path, sizeof(path), "/dev/dri/%s", e->d_name);
+		fd = open(path, O_RDWR);
+		memset(name, 0, sizeof(name));
+		if (fd >= 0 && !ioctl(fd, DRM_IOCTL_VERSION, &v) && !strcmp(name, "vsvm")) {
+			printf("vsvm: %s\n", path);
+			closedir(d);
+			return fd;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	if (d)
+		closedir(d);
+	return -1;
+}
+
+/* Runs one operation; returns the job status and stores its result. */
+static int run(int fd, uint32_t vm, uint32_t kind, void *addr, uint64_t size,
+	       uint64_t value, void *src, uint64_t *result)
+{
+	struct drm_vsvm_op op = {
+		.kind = kind, .addr = (uintptr_t)addr, .size = size,
+		.value = value, .src = (uintptr_t)src,
+	};
+	struct drm_vsvm_exec exec = { .ops = (uintptr_t)&op, .count = 1, .vm_id = vm };
+
+	if (ioctl(fd, DRM_IOCTL_VSVM_EXEC, &exec))
+		return -errno;
+	if (result)
+		*result = op.result;
+	return exec.status;
+}
+
+static void stats(int fd, uint32_t vm, const char *step)
+{
+	struct drm_vsvm_stats s = { .vm_id = vm };
+
+	if (ioctl(fd, DRM_IOCTL_VSVM_STATS, &s)) {
+		printf("vsvm: %s: stats failed: %s\n", step, strerror(errno));
+		failures++;
+		return;
+	}
+	printf("vsvm: %-22s gpu faults %llu (ranges 2M %llu, 64K %llu, 4K %llu), retries %llu, invalidations %llu, gc %llu/%llu ranges, ranges %llu, bound pages %llu\n",
+	       step, s.gpu_faults, s.faults_2m, s.faults_64k, s.faults_4k,
+	       s.retries, s.invalidations, s.gc_runs, s.gc_ranges, s.ranges,
+	       s.bound_pages);
+}
+
+static int expect_errno(int fd, unsigned long req, void *arg, int err)
+{
+	return ioctl(fd, req, arg) == -1 && errno == err;
+}
+
+int main(void)
+{
+	struct drm_vsvm_vm_create create = { .start = PAGE, .size = (1ULL << 47) - PAGE };
+	uint64_t sum, expect, old, *counter;
+	uint8_t *raw, *buf;
+	int fd, status;
+	size_t i;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	fd = open_vsvm();
+	check(fd >= 0, "the vsvm render node opens");
+	if (fd < 0)
+		return 1;
+	check(!ioctl(fd, DRM_IOCTL_VSVM_VM_CREATE, &create) && create.vm_id, "a VM mirrors the process");
+
+	/* A 2M-aligned buffer the CPU never touched. */
+	raw = mmap(NULL, BUF_SIZE + SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	buf = (uint8_t *)(((uintptr_t)raw + SZ_2M - 1) & ~(SZ_2M - 1));
+
+	status = run(fd, create.vm_id, DRM_VSVM_OP_WRITE, buf, BUF_SIZE, 0x5a, NULL, NULL);
+	check(status == 0, "the GPU fills an untouched 8 MiB buffer");
+	stats(fd, create.vm_id, "after GPU write:");
+	for (i = 0; i < BUF_SIZE && buf[i] == 0x5a; i++)
+		;
+	check(i == BUF_SIZE, "the CPU reads what the GPU wrote");
+
+	for (i = 0, expect = 0; i < BUF_SIZE; i++) {
+		buf[i] = (uint8_t)(i / PAGE);
+		expect += buf[i];
+	}
+	status = run(fd, create.vm_id, DRM_VSVM_OP_READ, buf, BUF_SIZE, 0, NULL, &sum);
+	check(status == 0 && sum == expect, "the GPU reads what the CPU wrote");
+	stats(fd, create.vm_id, "after GPU read:");
+
+	status = run(fd, create.vm_id, DRM_VSVM_OP_COPY, buf, SZ_2M, 0, buf + 2 * SZ_2M, NULL);
+	check(status == 0 && !memcmp(buf, buf + 2 * SZ_2M, SZ_2M), "the GPU copies 2 MiB");
+
+	/* Half the buffer goes: the GPU's mappings of it go with it. */
+	munmap(buf + BUF_SIZE / 2, BUF_SIZE / 2);
+	stats(fd, create.vm_id, "after munmap of half:");
+	status = run(fd, create.vm_id, DRM_VSVM_OP_READ, buf + BUF_SIZE / 2, PAGE, 0, NULL, &sum);
+	check(status == -EFAULT, "a GPU read of the unmapped half fails with EFAULT");
+	status = run(fd, create.vm_id, DRM_VSVM_OP_READ, buf, BUF_SIZE / 2, 0, NULL, &sum);
+	for (i = 0, expect = 0; i < BUF_SIZE / 2; i++)
+		expect += buf[i];
+	check(status == 0 && sum == expect, "the GPU still reads the half left");
+	stats(fd, create.vm_id, "after GPU read again:");
+
+	/* GPU atomics and CPU increments on one counter. */
+	counter = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	*counter = 0;
+	for (i = 0; i < 100; i++) {
+		status |= run(fd, create.vm_id, DRM_VSVM_OP_ATOMIC_ADD, counter, 8, 1, NULL, &old);
+		(*counter)++;
+	}
+	check(status == 0 && *counter == 200, "100 GPU atomic adds and 100 CPU increments make 200");
+	stats(fd, create.vm_id, "after atomics:");
+
+	/* A read-only page: the GPU may read it, not write it. */
+	mprotect(counter, PAGE, PROT_READ);
+	status = run(fd, create.vm_id, DRM_VSVM_OP_WRITE, counter, 8, 1, NULL, NULL);
+	check(status == -EPERM, "a GPU write to read-only memory fails with EPERM");
+	status = run(fd, create.vm_id, DRM_VSVM_OP_READ, counter, 8, 0, NULL, &sum);
+	check(status == 0 && sum == 200, "the GPU reads read-only memory");
+
+	/* Bad input is refused. */
+	{
+		struct drm_vsvm_exec exec = { .count = 0, .vm_id = create.vm_id };
+		struct drm_vsvm_vm_destroy destroy = { .vm_id = 999 };
+		struct drm_vsvm_vm_create bad = { .start = 1, .size = PAGE };
+
+		check(expect_errno(fd, DRM_IOCTL_VSVM_EXEC, &exec, EINVAL), "an empty job is EINVAL");
+		exec.count = DRM_VSVM_MAX_OPS + 1;
+		check(expect_errno(fd, DRM_IOCTL_VSVM_EXEC, &exec, E2BIG), "a job too long is E2BIG");
+		exec.count = 1;
+		exec.vm_id = 999;
+		check(expect_errno(fd, DRM_IOCTL_VSVM_EXEC, &exec, ENOENT), "an unknown VM is ENOENT");
+		check(expect_errno(fd, DRM_IOCTL_VSVM_VM_DESTROY, &destroy, ENOENT), "destroying an unknown VM is ENOENT");
+		check(expect_errno(fd, DRM_IOCTL_VSVM_VM_CREATE, &bad, EINVAL), "a misaligned span is EINVAL");
+	}
+
+	{
+		struct drm_vsvm_vm_destroy destroy = { .vm_id = create.vm_id };
+
+		check(!ioctl(fd, DRM_IOCTL_VSVM_VM_DESTROY, &destroy), "the VM is destroyed");
+	}
+	close(fd);
+	printf("vsvm: demo %s\n", failures ? "FAILED" : "passed");
+	return failures ? 1 : 0;
+}
