@@ -86,10 +86,14 @@ static void stats(int fd, uint32_t vm, const char *step)
 		failures++;
 		return;
 	}
-	printf("vsvm: %-22s gpu faults %llu (ranges 2M %llu, 64K %llu, 4K %llu), retries %llu, invalidations %llu, gc %llu/%llu ranges, ranges %llu, bound pages %llu\n",
+	printf("vsvm: %-24s gpu faults %llu (ranges 2M %llu, 64K %llu, 4K %llu), retries %llu, invalidations %llu, gc %llu/%llu ranges, ranges %llu, bound pages %llu\n",
 	       step, s.gpu_faults, s.faults_2m, s.faults_64k, s.faults_4k,
 	       s.retries, s.invalidations, s.gc_runs, s.gc_ranges, s.ranges,
 	       s.bound_pages);
+	printf("vsvm: %-24s to VRAM %llu migrations %llu KiB, evicted %llu KiB; CPU faults on VRAM %llu, %llu KiB back; VRAM used %llu of %llu KiB\n",
+	       "", s.migrations_to_vram, s.bytes_to_vram >> 10, s.bytes_evicted >> 10,
+	       s.dev_cpu_faults, s.dev_bytes_cpu_faulted >> 10,
+	       s.dev_vram_used >> 10, s.dev_vram_size >> 10);
 }
 
 static int expect_errno(int fd, unsigned long req, void *arg, int err)
@@ -133,6 +137,28 @@ int main(void)
 
 	status = run(fd, create.vm_id, DRM_VSVM_OP_COPY, buf, SZ_2M, 0, buf + 2 * SZ_2M, NULL);
 	check(status == 0 && !memcmp(buf, buf + 2 * SZ_2M, SZ_2M), "the GPU copies 2 MiB");
+
+	/* In VRAM the GPU works on its own memory; a CPU touch brings pages back. */
+	{
+		struct drm_vsvm_prefetch pf = {
+			.addr = (uintptr_t)buf, .size = BUF_SIZE, .vm_id = create.vm_id,
+			.region = DRM_VSVM_REGION_VRAM,
+		};
+
+		for (i = 0, expect = 0x77UL * SZ_2M; i < BUF_SIZE - SZ_2M; i++)
+			expect += buf[SZ_2M + i];
+		check(!ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf) && pf.pages_moved == BUF_SIZE / PAGE,
+		      "prefetch moves the buffer to VRAM");
+		stats(fd, create.vm_id, "after prefetch to VRAM:");
+		status = run(fd, create.vm_id, DRM_VSVM_OP_WRITE, buf, SZ_2M, 0x77, NULL, NULL);
+		status |= run(fd, create.vm_id, DRM_VSVM_OP_READ, buf, BUF_SIZE, 0, NULL, &sum);
+		check(status == 0 && sum == expect, "the GPU writes and reads the buffer in VRAM");
+		stats(fd, create.vm_id, "after GPU work in VRAM:");
+		for (i = 0; i < SZ_2M && buf[i] == 0x77; i++)
+			;
+		check(i == SZ_2M, "the CPU reads the GPU's writes back from VRAM");
+		stats(fd, create.vm_id, "after CPU read:");
+	}
 
 	/* Half the buffer goes: the GPU's mappings of it go with it. */
 	munmap(buf + BUF_SIZE / 2, BUF_SIZE / 2);

@@ -130,6 +130,46 @@ struct drm_vsvm_exec {
 };
 
 /**
+ * enum drm_vsvm_region - Where memory lives.
+ *
+ * @DRM_VSVM_REGION_SYSTEM: System memory.
+ * @DRM_VSVM_REGION_VRAM: The device's memory (VRAM).
+ */
+enum drm_vsvm_region {
+	DRM_VSVM_REGION_SYSTEM = 0,
+	DRM_VSVM_REGION_VRAM = 1,
+};
+
+/**
+ * struct drm_vsvm_prefetch - Migrate a span of a VM to a memory region.
+ *
+ * Pages that cannot move (pinned, locked, VRAM full) stay where they are;
+ * that is no error: @pages_moved tells how many moved.
+ */
+struct drm_vsvm_prefetch {
+	/** @addr: First address of the span, page aligned. */
+	__u64 addr;
+
+	/** @size: Size of the span in bytes, page aligned, non-zero. */
+	__u64 size;
+
+	/** @vm_id: The VM. */
+	__u32 vm_id;
+
+	/** @region: One of &enum drm_vsvm_region. */
+	__u32 region;
+
+	/** @flags: Must be zero. */
+	__u32 flags;
+
+	/** @pad: Must be zero. */
+	__u32 pad;
+
+	/** @pages_moved: Out: the number of pages that moved. */
+	__u64 pages_moved;
+};
+
+/**
  * struct drm_vsvm_stats - Counters of a VM and of its device.
  */
 struct drm_vsvm_stats {
@@ -169,14 +209,36 @@ struct drm_vsvm_stats {
 	/** @bound_pages: Out: pages the device page table maps now. */
 	__u64 bound_pages;
 
+	/** @migrations_to_vram: Out: range migrations to VRAM that moved pages. */
+	__u64 migrations_to_vram;
+
+	/** @bytes_to_vram: Out: bytes the VM's migrations moved to VRAM. */
+	__u64 bytes_to_vram;
+
+	/** @bytes_evicted: Out: bytes the VM's prefetches moved back to system memory. */
+	__u64 bytes_evicted;
+
+	/** @dev_cpu_faults: Out: CPU faults on the device's VRAM. */
+	__u64 dev_cpu_faults;
+
+	/** @dev_bytes_cpu_faulted: Out: bytes CPU faults moved back from the device's VRAM. */
+	__u64 dev_bytes_cpu_faulted;
+
+	/** @dev_vram_used: Out: bytes of the device's VRAM holding process data. */
+	__u64 dev_vram_used;
+
+	/** @dev_vram_size: Out: bytes of VRAM the device has. */
+	__u64 dev_vram_size;
+
 	/** @reserved: Must be zero. */
-	__u64 reserved[6];
+	__u64 reserved[5];
 };
 
 #define DRM_VSVM_VM_CREATE		0x00
 #define DRM_VSVM_VM_DESTROY		0x01
 #define DRM_VSVM_EXEC			0x02
 #define DRM_VSVM_STATS			0x03
+#define DRM_VSVM_PREFETCH		0x04
 
 /* Note: this is an enum so that it can be resolved by Rust bindgen. */
 enum {
@@ -188,6 +250,8 @@ enum {
 						   struct drm_vsvm_exec),
 	DRM_IOCTL_VSVM_STATS		= DRM_IOWR(DRM_COMMAND_BASE + DRM_VSVM_STATS,
 						   struct drm_vsvm_stats),
+	DRM_IOCTL_VSVM_PREFETCH		= DRM_IOWR(DRM_COMMAND_BASE + DRM_VSVM_PREFETCH,
+						   struct drm_vsvm_prefetch),
 };
 
 #if defined(__cplusplus)

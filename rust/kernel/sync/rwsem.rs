@@ -357,7 +357,7 @@ mod tests {
         };
         let (done, could_read, could_write) =
             (p.done.clone(), p.could_read.clone(), p.could_write.clone());
-        workqueue::system().try_spawn(GFP_KERNEL, move || {
+        workqueue::system_percpu().try_spawn(GFP_KERNEL, move || {
             if p.sem.try_read().is_some() {
                 p.could_read.store(1, Relaxed);
             }

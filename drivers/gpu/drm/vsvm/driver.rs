@@ -6,16 +6,22 @@ use kernel::{
     drm::{
         self,
         gem,
+        gpusvm::DeviceMemory,
         ioctl, //
     },
     faux,
+    mm::DeviceOwner,
     prelude::*,
+    sync::Arc,
     Module, //
 };
 
 use crate::{
     file::File,
-    gem::VsvmObject, //
+    gem::VsvmObject,
+    module_parameters,
+    vm::Mirror,
+    vram::Vram, //
 };
 
 /// The DRM driver.
@@ -24,9 +30,38 @@ pub(crate) struct VsvmDriver;
 /// The DRM device of the driver.
 pub(crate) type VsvmDevice<Ctx = drm::Registered> = drm::Device<VsvmDriver, Ctx>;
 
-/// The data of a device. Its address names the owner of the device's memory.
+/// The data of a device.
 #[pin_data]
-pub(crate) struct VsvmData {}
+pub(crate) struct VsvmData {
+    /// Its address names the owner of the device's memory.
+    _owner: KBox<u8>,
+    /// The device's memory; dropped with the device, after every file and VM.
+    pub(crate) vram: Arc<DeviceMemory<Mirror>>,
+}
+
+impl VsvmData {
+    fn new() -> Result<impl PinInit<Self, Error>> {
+        let owner = KBox::new(0u8, GFP_KERNEL)?;
+        // CAST: The parameter is in MiB; the product is checked.
+        let size = usize::try_from(*module_parameters::vram_mb.value())?
+            .checked_mul(1 << 20)
+            .filter(|&s| s > 0)
+            .ok_or(EINVAL)?;
+        let vram = Arc::pin_init(
+            DeviceMemory::new(
+                size,
+                DeviceOwner::from_ref(&*owner),
+                c"vsvm-vram",
+                Vram::new(size)?,
+            )?,
+            GFP_KERNEL,
+        )?;
+        Ok(try_pin_init!(Self {
+            _owner: owner,
+            vram,
+        }? Error))
+    }
+}
 
 const INFO: drm::DriverInfo = drm::DriverInfo {
     major: 0,
@@ -50,6 +85,7 @@ impl drm::Driver for VsvmDriver {
         (VSVM_VM_DESTROY, drm_vsvm_vm_destroy, ioctl::RENDER_ALLOW, File::vm_destroy),
         (VSVM_EXEC, drm_vsvm_exec, ioctl::RENDER_ALLOW, File::exec),
         (VSVM_STATS, drm_vsvm_stats, ioctl::RENDER_ALLOW, File::stats),
+        (VSVM_PREFETCH, drm_vsvm_prefetch, ioctl::RENDER_ALLOW, File::prefetch),
     }
 }
 
@@ -62,8 +98,7 @@ pub(crate) struct VsvmModule {
 impl Module for VsvmModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let faux = faux::Registration::new(c"vsvm", None)?;
-        let drm =
-            drm::UnregisteredDevice::<VsvmDriver>::new(faux.as_ref(), try_pin_init!(VsvmData {}))?;
+        let drm = drm::UnregisteredDevice::<VsvmDriver>::new(faux.as_ref(), VsvmData::new()?)?;
         drm::Registration::new_foreign_owned(drm, faux.bound(), 0)?;
         Ok(Self { _faux: faux })
     }

@@ -4,9 +4,7 @@
 
 use core::mem::size_of;
 use kernel::{
-    drm,
-    mm::DeviceOwner,
-    new_mutex,
+    drm, new_mutex,
     page::PAGE_SIZE,
     prelude::*,
     sync::{
@@ -145,8 +143,7 @@ impl File {
             vms.next_id = id.checked_add(1).ok_or(ENOSPC)?;
             id
         };
-        let owner = DeviceOwner::from_ref::<crate::driver::VsvmData>(dev);
-        let vm = Arc::new(Vm::new(id, mm, span, owner)?, GFP_KERNEL)?;
+        let vm = Arc::new(Vm::new(id, mm, span, dev.vram.clone())?, GFP_KERNEL)?;
         let mut vms = this.vms.lock();
         if vms.vms.len() >= MAX_VMS {
             return Err(ENOSPC);
@@ -225,6 +222,32 @@ impl File {
         }
         req.status = status;
         req.ops_done = done;
+        Ok(0)
+    }
+
+    /// IOCTL: migrate a span of a VM to a memory region.
+    pub(crate) fn prefetch(
+        _dev: &VsvmDevice,
+        req: &mut uapi::drm_vsvm_prefetch,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        // CAST: Page sizes fit in 64 bits.
+        let page = PAGE_SIZE as u64;
+        let end = req.addr.checked_add(req.size).ok_or(EINVAL)?;
+        if req.flags != 0
+            || req.pad != 0
+            || req.pages_moved != 0
+            || req.size == 0
+            || req.addr % page != 0
+            || req.size % page != 0
+            || end > USER_END
+            || req.region > uapi::drm_vsvm_region_DRM_VSVM_REGION_VRAM
+        {
+            return Err(EINVAL);
+        }
+        let vm = file.inner().vm(req.vm_id)?;
+        let span = usize::try_from(req.addr)?..usize::try_from(end)?;
+        req.pages_moved = vm.prefetch(span, req.region)?;
         Ok(0)
     }
 

@@ -17,12 +17,12 @@ use kernel::{
     },
     mm::{
         mmu_notifier::Event,
-        DeviceOwner,
         MmWithUser, //
     },
     new_mutex,
     page::{
         BorrowedPage,
+        Page,
         PAGE_SIZE, //
     },
     prelude::*,
@@ -32,15 +32,21 @@ use kernel::{
             Atomic,
             Relaxed, //
         },
-        Mutex,
+        Arc, Mutex,
     },
     uapi,
 };
 
-use crate::pt::{
-    Mapping,
-    PageTable,
-    Pte, //
+use crate::{
+    pt::{
+        Mapping,
+        PageTable,
+        Pte, //
+    },
+    vram::{
+        Vram,
+        VramBlocks, //
+    },
 };
 
 const SZ_64K: usize = 64 * 1024;
@@ -90,9 +96,8 @@ pub(crate) struct Mirror {
 }
 
 impl Driver for Mirror {
-    // No device memory yet: ranges stay in system memory.
-    type Device = ();
-    type Allocation = ();
+    type Device = Vram;
+    type Allocation = VramBlocks;
 
     fn invalidate(&self, _range: &Range<Self>, span: Span<usize>, _event: Event) {
         // The engine accesses memory with the page table locked: once this returns, it cannot
@@ -100,24 +105,20 @@ impl Driver for Mirror {
         self.pt.lock().zap(&span);
     }
 
-    fn alloc_devmem(_mem: &DeviceMemory<Self>, _npages: usize) -> Result<((), FreePages)> {
-        Err(ENOSPC)
+    fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(VramBlocks, FreePages)> {
+        Vram::alloc(mem, npages)
     }
 
     fn copy_to_vram(
-        _mem: &DeviceMemory<Self>,
-        _dst: &[usize],
-        _src: &[Option<BorrowedPage<'_>>],
+        mem: &DeviceMemory<Self>,
+        dst: &[usize],
+        src: &[Option<BorrowedPage<'_>>],
     ) -> Result {
-        Err(ENODEV)
+        Vram::copy_in(mem, dst, src)
     }
 
-    fn copy_to_sram(
-        _mem: &DeviceMemory<Self>,
-        _src: &[usize],
-        _dst: &[BorrowedPage<'_>],
-    ) -> Result {
-        Err(ENODEV)
+    fn copy_to_sram(mem: &DeviceMemory<Self>, src: &[usize], dst: &[BorrowedPage<'_>]) -> Result {
+        Vram::copy_out(mem, src, dst)
     }
 }
 
@@ -125,17 +126,19 @@ impl Driver for Mirror {
 pub(crate) struct Vm {
     id: u32,
     span: Span<usize>,
+    vram: Arc<DeviceMemory<Mirror>>,
     svm: Pin<KBox<GpuSvm<Mirror>>>,
 }
 
 impl Vm {
-    /// A VM with id `id` mirroring `span` of `mm`, whose device pages `owner` names.
+    /// A VM with id `id` mirroring `span` of `mm`, with the device memory `vram`.
     pub(crate) fn new(
         id: u32,
         mm: &MmWithUser,
         span: Span<usize>,
-        owner: DeviceOwner,
+        vram: Arc<DeviceMemory<Mirror>>,
     ) -> Result<Self> {
+        let owner = vram.owner();
         let chunks = ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])?.present_only_up_to(SZ_64K)?;
         let mirror = pin_init!(Mirror {
             pt <- new_mutex!(PageTable::new(), "vsvm_page_table"),
@@ -145,7 +148,12 @@ impl Vm {
             GpuSvm::new(mm, span.clone(), NOTIFIER_SIZE, chunks, owner, mirror)?,
             GFP_KERNEL,
         )?;
-        Ok(Self { id, span, svm })
+        Ok(Self {
+            id,
+            span,
+            vram,
+            svm,
+        })
     }
 
     /// The id of the VM in its file.
@@ -183,7 +191,7 @@ impl Vm {
         &self,
         addr: usize,
         access: Access,
-        f: impl FnOnce(&BorrowedPage<'_>, usize) -> Result<R>,
+        f: impl FnOnce(&Page, usize) -> Result<R>,
     ) -> Result<R> {
         let mirror = self.svm.driver();
         let page_addr = addr & !(PAGE_SIZE - 1);
@@ -191,10 +199,16 @@ impl Vm {
             {
                 let pt = mirror.pt.lock();
                 if let Some(pte) = pt.lookup(page_addr).filter(|p| access.allowed(p)) {
+                    let off = addr - page_addr;
+                    if pte.pfn.device_private_owner().is_some() {
+                        // In VRAM: the engine works on its backing page.
+                        let pfn = pte.pfn.pfn().ok_or(EFAULT)?;
+                        return f(Vram::backing(&self.vram, pfn)?, off);
+                    }
                     // SAFETY: The entry is in the page table, whose lock is held: the page cannot
                     // be freed before an invalidation zaps the entry, which needs the lock.
                     let page = unsafe { pte.pfn.page() }.ok_or(EFAULT)?;
-                    return f(&page, addr - page_addr);
+                    return f(&page, off);
                 }
             }
             mirror.gpu_faults.fetch_add(1, Relaxed);
@@ -291,6 +305,27 @@ impl Vm {
         Ok(())
     }
 
+    /// Migrates the ranges over `span` to `region`. Returns how many pages moved.
+    pub(crate) fn prefetch(&self, span: Span<usize>, region: u32) -> Result<u64> {
+        let svm = &self.svm;
+        svm.collect_garbage();
+        let mut moved = 0;
+        let mut addr = span.start;
+        while addr < span.end {
+            let range = svm.find_or_insert(addr, self.span.clone())?;
+            // Pages that cannot move stay where they are: no error.
+            moved += match region {
+                uapi::drm_vsvm_region_DRM_VSVM_REGION_VRAM => {
+                    svm.migrate_to_vram(&range, &self.vram).unwrap_or(0)
+                }
+                _ => svm.evict_range(&range, &self.vram)?,
+            };
+            addr = range.span().end;
+        }
+        // CAST: Page counts fit in 64 bits.
+        Ok(moved as u64)
+    }
+
     /// Fills the counters of `stats`.
     pub(crate) fn stats(&self, stats: &mut uapi::drm_vsvm_stats) {
         let s = self.svm.stats();
@@ -305,5 +340,14 @@ impl Vm {
         // CAST: Counts of objects in memory fit in 64 bits.
         stats.ranges = self.svm.count().0 as u64;
         stats.bound_pages = self.svm.driver().pt.lock().bound() as u64;
+        stats.migrations_to_vram = s.migrations_to_vram.get();
+        stats.bytes_to_vram = s.bytes_to_vram.get();
+        stats.bytes_evicted = s.bytes_evicted.get();
+        let d = self.vram.stats();
+        stats.dev_cpu_faults = d.cpu_faults.get();
+        stats.dev_bytes_cpu_faulted = d.bytes_cpu_faulted.get();
+        // CAST: Sizes of memory fit in 64 bits.
+        stats.dev_vram_used = d.pages_in_use.get() * PAGE_SIZE as u64;
+        stats.dev_vram_size = ((self.vram.pfns().end - self.vram.pfns().start) * PAGE_SIZE) as u64;
     }
 }

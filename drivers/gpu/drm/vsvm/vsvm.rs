@@ -12,6 +12,7 @@ mod file;
 mod gem;
 mod pt;
 mod vm;
+mod vram;
 
 use kernel::prelude::*;
 
@@ -21,4 +22,10 @@ module! {
     authors: ["The vsvm authors"],
     description: "Sample driver for GPU shared virtual memory",
     license: "GPL",
+    params: {
+        vram_mb: u64 {
+            default: 256,
+            description: "Size of the simulated VRAM in MiB",
+        },
+    },
 }

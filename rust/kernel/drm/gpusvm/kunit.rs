@@ -552,7 +552,7 @@ mod tests {
                 done.clone(),
                 other.clone(),
             );
-            workqueue::system().try_spawn(GFP_KERNEL, move || {
+            workqueue::system_percpu().try_spawn(GFP_KERNEL, move || {
                 *other.lock() = Some(svm.migrate_to_vram(&r, &mem));
                 done.complete_all();
             })?;

@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Simulated VRAM: device-private pages, each backed by a system page that a simulated copy
+//! engine reads and writes with the CPU, allocated with the GPU buddy allocator.
+
+use kernel::{
+    drm::gpusvm::{
+        DeviceMemory,
+        FreePages, //
+    },
+    gpu::buddy::{
+        AllocatedBlocks,
+        GpuBuddy,
+        GpuBuddyAllocFlags,
+        GpuBuddyAllocMode,
+        GpuBuddyParams, //
+    },
+    impl_has_work, new_work,
+    page::{
+        BorrowedPage,
+        Page,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+    ptr::Alignment,
+    workqueue::{
+        self,
+        Work,
+        WorkItem, //
+    },
+};
+
+use crate::vm::Mirror;
+
+/// The VRAM of a device.
+pub(crate) struct Vram {
+    buddy: GpuBuddy,
+    backing: KVVec<Page>,
+}
+
+impl Vram {
+    /// `size` bytes of VRAM, all free.
+    pub(crate) fn new(size: usize) -> Result<Self> {
+        let npages = size / PAGE_SIZE;
+        let mut backing = KVVec::with_capacity(npages, GFP_KERNEL)?;
+        for _ in 0..npages {
+            backing.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        let buddy = GpuBuddy::new(GpuBuddyParams {
+            base_offset: 0,
+            // CAST: Memory sizes fit in 64 bits.
+            size: size as u64,
+            chunk_size: Alignment::new::<PAGE_SIZE>(),
+        })?;
+        Ok(Self { buddy, backing })
+    }
+
+    /// The system page backing device page `pfn` of `mem`.
+    pub(crate) fn backing<'a>(mem: &'a DeviceMemory<Mirror>, pfn: usize) -> Result<&'a Page> {
+        let idx = pfn.checked_sub(mem.pfns().start).ok_or(EINVAL)?;
+        mem.device().backing.get(idx).ok_or(EINVAL)
+    }
+
+    /// Allocates `npages` pages of `mem`.
+    pub(crate) fn alloc(
+        mem: &DeviceMemory<Mirror>,
+        npages: usize,
+    ) -> Result<(VramBlocks, FreePages)> {
+        // CAST: Memory sizes fit in 64 bits.
+        let size = (npages * PAGE_SIZE) as u64;
+        let blocks = KBox::pin_init(
+            mem.device().buddy.alloc_blocks(
+                GpuBuddyAllocMode::Simple,
+                size,
+                Alignment::new::<PAGE_SIZE>(),
+                GpuBuddyAllocFlags::default(),
+            ),
+            GFP_KERNEL,
+        )
+        .map_err(|_| ENOSPC)?;
+        let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
+        for block in blocks.iter() {
+            // CAST: Offsets and sizes are below the VRAM size, which fits in `usize`.
+            let first = mem.pfns().start + block.offset() as usize / PAGE_SIZE;
+            for pfn in first..first + block.size() as usize / PAGE_SIZE {
+                pfns.push(pfn, GFP_KERNEL)?;
+            }
+        }
+        let free = KBox::pin_init(
+            pin_init!(FreeBlocks {
+                work <- new_work!("vsvm_free_vram"),
+                blocks,
+            }),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: The buddy allocator gave these pages of `mem` to this allocation alone; they go
+        // back to it only after the `VramBlocks` returned with them is dropped.
+        let pfns = unsafe { FreePages::new(pfns) };
+        Ok((VramBlocks(Some(free)), pfns))
+    }
+
+    /// Copies system pages (or zeroes, for holes) to device pages `dst` of `mem`.
+    pub(crate) fn copy_in(
+        mem: &DeviceMemory<Mirror>,
+        dst: &[usize],
+        src: &[Option<BorrowedPage<'_>>],
+    ) -> Result {
+        let mut buf = page_buffer()?;
+        for (&pfn, page) in dst.iter().zip(src) {
+            let vram = Self::backing(mem, pfn)?;
+            match page {
+                Some(page) => copy(vram, page, &mut buf)?,
+                // SAFETY: The backing page of a device page being filled is not used elsewhere.
+                None => unsafe { vram.fill_zero_raw(0, PAGE_SIZE)? },
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies device pages `src` of `mem` to system pages.
+    pub(crate) fn copy_out(
+        mem: &DeviceMemory<Mirror>,
+        src: &[usize],
+        dst: &[BorrowedPage<'_>],
+    ) -> Result {
+        let mut buf = page_buffer()?;
+        for (&pfn, page) in src.iter().zip(dst) {
+            copy(page, Self::backing(mem, pfn)?, &mut buf)?;
+        }
+        Ok(())
+    }
+}
+
+fn page_buffer() -> Result<KVec<u8>> {
+    let mut buf = KVec::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
+    buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
+    Ok(buf)
+}
+
+fn copy(dst: &Page, src: &Page, buf: &mut [u8]) -> Result {
+    if buf.len() < PAGE_SIZE {
+        return Err(EINVAL);
+    }
+    // SAFETY: `buf` is valid for reads and writes of `PAGE_SIZE` bytes; the pages of a migration
+    // are locked and unmapped, nobody else writes them meanwhile.
+    unsafe {
+        src.read_raw(buf.as_mut_ptr(), 0, PAGE_SIZE)?;
+        dst.write_raw(buf.as_ptr(), 0, PAGE_SIZE)
+    }
+}
+
+/// An allocation of VRAM. Its last page may be freed in atomic context, and the buddy allocator
+/// sleeps: the blocks go back from a work item, allocated with them.
+pub(crate) struct VramBlocks(Option<Pin<KBox<FreeBlocks>>>);
+
+impl Drop for VramBlocks {
+    fn drop(&mut self) {
+        if let Some(free) = self.0.take() {
+            workqueue::system_dfl().enqueue(free);
+        }
+    }
+}
+
+/// Blocks to give back to the buddy allocator from process context.
+#[pin_data]
+pub(crate) struct FreeBlocks {
+    #[pin]
+    work: Work<FreeBlocks>,
+    blocks: Pin<KBox<AllocatedBlocks>>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for FreeBlocks { self.work }
+}
+
+impl WorkItem for FreeBlocks {
+    type Pointer = Pin<KBox<Self>>;
+
+    fn run(this: Pin<KBox<Self>>) {
+        drop(this);
+    }
+}
