@@ -96,6 +96,16 @@ static void stats(int fd, uint32_t vm, const char *step)
 	       s.dev_vram_used >> 10, s.dev_vram_size >> 10);
 }
 
+/* Reads the device page table entries of n pages from addr. */
+static int snapshot(int fd, uint32_t vm, void *addr, struct drm_vsvm_pte *pte, int n)
+{
+	struct drm_vsvm_snapshot snap = {
+		.addr = (uintptr_t)addr, .pages = n, .ptes = (uintptr_t)pte, .vm_id = vm,
+	};
+
+	return !ioctl(fd, DRM_IOCTL_VSVM_SNAPSHOT, &snap);
+}
+
 static int expect_errno(int fd, unsigned long req, void *arg, int err)
 {
 	return ioctl(fd, req, arg) == -1 && errno == err;
@@ -126,6 +136,14 @@ int main(void)
 	for (i = 0; i < BUF_SIZE && buf[i] == 0x5a; i++)
 		;
 	check(i == BUF_SIZE, "the CPU reads what the GPU wrote");
+	{
+		struct drm_vsvm_pte pte[2];
+
+		check(snapshot(fd, create.vm_id, buf, pte, 2) &&
+		      pte[0].flags == (DRM_VSVM_PTE_VALID | DRM_VSVM_PTE_WRITABLE) &&
+		      pte[0].shift == 21 && pte[1].flags == pte[0].flags,
+		      "the device maps the buffer with writable 2M entries of system memory");
+	}
 
 	for (i = 0, expect = 0; i < BUF_SIZE; i++) {
 		buf[i] = (uint8_t)(i / PAGE);
@@ -158,6 +176,30 @@ int main(void)
 			;
 		check(i == SZ_2M, "the CPU reads the GPU's writes back from VRAM");
 		stats(fd, create.vm_id, "after CPU read:");
+	}
+
+	/* Preferred location VRAM: a GPU fault migrates the range first. */
+	{
+		struct drm_vsvm_madvise adv = {
+			.addr = (uintptr_t)buf + 2 * SZ_2M, .size = SZ_2M, .vm_id = create.vm_id,
+			.preferred = DRM_VSVM_REGION_VRAM,
+		};
+		struct drm_vsvm_pte pte[2];
+
+		struct drm_vsvm_prefetch back = {
+			.addr = adv.addr, .size = SZ_2M, .vm_id = create.vm_id,
+			.region = DRM_VSVM_REGION_SYSTEM,
+		};
+
+		check(!ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &back) && back.pages_moved == SZ_2M / PAGE &&
+		      snapshot(fd, create.vm_id, buf + 2 * SZ_2M, pte, 1) && !pte[0].flags,
+		      "prefetch to system memory evicts 2M and unmaps it from the device");
+		check(!ioctl(fd, DRM_IOCTL_VSVM_MADVISE, &adv), "madvise sets VRAM as preferred");
+		status = run(fd, create.vm_id, DRM_VSVM_OP_READ, buf + 2 * SZ_2M, SZ_2M, 0, NULL, &sum);
+		check(status == 0 && snapshot(fd, create.vm_id, buf + 2 * SZ_2M, pte, 2) &&
+		      pte[0].flags & DRM_VSVM_PTE_VRAM && pte[1].flags & DRM_VSVM_PTE_VRAM &&
+		      pte[0].shift == 21, "a GPU fault there maps 2M of VRAM");
+		stats(fd, create.vm_id, "after a preferred fault:");
 	}
 
 	/* Half the buffer goes: the GPU's mappings of it go with it. */

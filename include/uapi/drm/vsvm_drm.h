@@ -170,6 +170,92 @@ struct drm_vsvm_prefetch {
 };
 
 /**
+ * enum drm_vsvm_atomic - How GPU atomics on system memory are done.
+ *
+ * @DRM_VSVM_ATOMIC_EXCLUSIVE: The pages are made exclusive to the device for
+ *	the access; the CPU takes them back on its next touch.
+ * @DRM_VSVM_ATOMIC_VRAM: The range migrates to VRAM first; pages that cannot
+ *	move are made exclusive.
+ */
+enum drm_vsvm_atomic {
+	DRM_VSVM_ATOMIC_EXCLUSIVE = 0,
+	DRM_VSVM_ATOMIC_VRAM = 1,
+};
+
+/**
+ * struct drm_vsvm_madvise - Memory attributes of a span of a VM.
+ *
+ * The attributes apply to GPU faults in the span from then on; a later call
+ * over an overlapping span replaces them there. At most
+ * %DRM_VSVM_MAX_ATTRS spans per VM (-ENOSPC).
+ */
+struct drm_vsvm_madvise {
+	/** @addr: First address of the span, page aligned. */
+	__u64 addr;
+
+	/** @size: Size of the span in bytes, page aligned, non-zero. */
+	__u64 size;
+
+	/** @vm_id: The VM. */
+	__u32 vm_id;
+
+	/** @flags: Must be zero. */
+	__u32 flags;
+
+	/**
+	 * @preferred: Where a GPU fault puts the pages: one of
+	 * &enum drm_vsvm_region (system: where they are).
+	 */
+	__u32 preferred;
+
+	/** @atomic: One of &enum drm_vsvm_atomic. */
+	__u32 atomic;
+};
+
+/** DRM_VSVM_MAX_ATTRS - The most attribute spans of one VM. */
+#define DRM_VSVM_MAX_ATTRS 64
+
+/* The bits of &struct drm_vsvm_pte.flags. */
+#define DRM_VSVM_PTE_VALID	(1 << 0)
+#define DRM_VSVM_PTE_WRITABLE	(1 << 1)
+#define DRM_VSVM_PTE_VRAM	(1 << 2)
+#define DRM_VSVM_PTE_ATOMIC	(1 << 3)
+
+/**
+ * struct drm_vsvm_pte - What the device page table maps at one page.
+ */
+struct drm_vsvm_pte {
+	/** @flags: %DRM_VSVM_PTE_* bits; 0 when nothing is mapped. */
+	__u32 flags;
+
+	/** @shift: log2 of the size of the entry the page is mapped by. */
+	__u32 shift;
+};
+
+/** DRM_VSVM_MAX_SNAPSHOT_PAGES - The most pages one snapshot reports. */
+#define DRM_VSVM_MAX_SNAPSHOT_PAGES 4096
+
+/**
+ * struct drm_vsvm_snapshot - The device page table over a span of a VM.
+ */
+struct drm_vsvm_snapshot {
+	/** @addr: First address of the span, page aligned. */
+	__u64 addr;
+
+	/** @pages: Number of pages, 1 to %DRM_VSVM_MAX_SNAPSHOT_PAGES. */
+	__u64 pages;
+
+	/** @ptes: User pointer to @pages &struct drm_vsvm_pte, filled in. */
+	__u64 ptes;
+
+	/** @vm_id: The VM. */
+	__u32 vm_id;
+
+	/** @flags: Must be zero. */
+	__u32 flags;
+};
+
+/**
  * struct drm_vsvm_stats - Counters of a VM and of its device.
  */
 struct drm_vsvm_stats {
@@ -239,6 +325,8 @@ struct drm_vsvm_stats {
 #define DRM_VSVM_EXEC			0x02
 #define DRM_VSVM_STATS			0x03
 #define DRM_VSVM_PREFETCH		0x04
+#define DRM_VSVM_MADVISE		0x05
+#define DRM_VSVM_SNAPSHOT		0x06
 
 /* Note: this is an enum so that it can be resolved by Rust bindgen. */
 enum {
@@ -252,6 +340,10 @@ enum {
 						   struct drm_vsvm_stats),
 	DRM_IOCTL_VSVM_PREFETCH		= DRM_IOWR(DRM_COMMAND_BASE + DRM_VSVM_PREFETCH,
 						   struct drm_vsvm_prefetch),
+	DRM_IOCTL_VSVM_MADVISE		= DRM_IOW(DRM_COMMAND_BASE + DRM_VSVM_MADVISE,
+						  struct drm_vsvm_madvise),
+	DRM_IOCTL_VSVM_SNAPSHOT		= DRM_IOW(DRM_COMMAND_BASE + DRM_VSVM_SNAPSHOT,
+						  struct drm_vsvm_snapshot),
 };
 
 #if defined(__cplusplus)

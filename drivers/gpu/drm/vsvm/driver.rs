@@ -86,6 +86,8 @@ impl drm::Driver for VsvmDriver {
         (VSVM_EXEC, drm_vsvm_exec, ioctl::RENDER_ALLOW, File::exec),
         (VSVM_STATS, drm_vsvm_stats, ioctl::RENDER_ALLOW, File::stats),
         (VSVM_PREFETCH, drm_vsvm_prefetch, ioctl::RENDER_ALLOW, File::prefetch),
+        (VSVM_MADVISE, drm_vsvm_madvise, ioctl::RENDER_ALLOW, File::madvise),
+        (VSVM_SNAPSHOT, drm_vsvm_snapshot, ioctl::RENDER_ALLOW, File::snapshot),
     }
 }
 

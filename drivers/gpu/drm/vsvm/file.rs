@@ -4,7 +4,11 @@
 
 use core::mem::size_of;
 use kernel::{
-    drm, new_mutex,
+    drm::{
+        self,
+        gpusvm::AtomicPolicy, //
+    },
+    new_mutex,
     page::PAGE_SIZE,
     prelude::*,
     sync::{
@@ -27,7 +31,10 @@ use crate::{
         VsvmDevice,
         VsvmDriver, //
     },
-    vm::Vm,
+    vm::{
+        Attrs,
+        Vm, //
+    },
 };
 
 /// The most VMs one file may have.
@@ -35,6 +42,18 @@ const MAX_VMS: usize = 64;
 
 /// The end of the user address space a VM may mirror (x86-64 with 4-level page tables).
 const USER_END: u64 = 1 << 47;
+
+/// The span of `size` bytes from `addr`, if both are page aligned, the span is not empty and
+/// lies in the user address space ([`EINVAL`] otherwise).
+fn user_span(addr: u64, size: u64) -> Result<core::ops::Range<usize>> {
+    // CAST: Page sizes fit in 64 bits.
+    let page = PAGE_SIZE as u64;
+    let end = addr.checked_add(size).ok_or(EINVAL)?;
+    if size == 0 || addr % page != 0 || size % page != 0 || end > USER_END {
+        return Err(EINVAL);
+    }
+    Ok(usize::try_from(addr)?..usize::try_from(end)?)
+}
 
 /// An operation of a job, as userspace lays it out.
 #[repr(transparent)]
@@ -118,19 +137,10 @@ impl File {
         req: &mut uapi::drm_vsvm_vm_create,
         file: &drm::File<File>,
     ) -> Result<u32> {
-        // CAST: Page sizes fit in 64 bits.
-        let page = PAGE_SIZE as u64;
-        let end = req.start.checked_add(req.size).ok_or(EINVAL)?;
-        if req.flags != 0
-            || req.vm_id != 0
-            || req.size == 0
-            || req.start % page != 0
-            || req.size % page != 0
-            || end > USER_END
-        {
+        let span = user_span(req.start, req.size)?;
+        if req.flags != 0 || req.vm_id != 0 {
             return Err(EINVAL);
         }
-        let span = usize::try_from(req.start)?..usize::try_from(end)?;
         let task = current!();
         let mm = task.mm().ok_or(EINVAL)?;
         let this = file.inner();
@@ -231,23 +241,80 @@ impl File {
         req: &mut uapi::drm_vsvm_prefetch,
         file: &drm::File<File>,
     ) -> Result<u32> {
-        // CAST: Page sizes fit in 64 bits.
-        let page = PAGE_SIZE as u64;
-        let end = req.addr.checked_add(req.size).ok_or(EINVAL)?;
+        let span = user_span(req.addr, req.size)?;
         if req.flags != 0
             || req.pad != 0
             || req.pages_moved != 0
-            || req.size == 0
-            || req.addr % page != 0
-            || req.size % page != 0
-            || end > USER_END
             || req.region > uapi::drm_vsvm_region_DRM_VSVM_REGION_VRAM
         {
             return Err(EINVAL);
         }
         let vm = file.inner().vm(req.vm_id)?;
-        let span = usize::try_from(req.addr)?..usize::try_from(end)?;
         req.pages_moved = vm.prefetch(span, req.region)?;
+        Ok(0)
+    }
+
+    /// IOCTL: set the memory attributes of a span of a VM.
+    pub(crate) fn madvise(
+        _dev: &VsvmDevice,
+        req: &mut uapi::drm_vsvm_madvise,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        let span = user_span(req.addr, req.size)?;
+        let prefer_vram = match req.preferred {
+            uapi::drm_vsvm_region_DRM_VSVM_REGION_SYSTEM => false,
+            uapi::drm_vsvm_region_DRM_VSVM_REGION_VRAM => true,
+            _ => return Err(EINVAL),
+        };
+        let atomic = match req.atomic {
+            uapi::drm_vsvm_atomic_DRM_VSVM_ATOMIC_EXCLUSIVE => AtomicPolicy::Exclusive,
+            uapi::drm_vsvm_atomic_DRM_VSVM_ATOMIC_VRAM => AtomicPolicy::Vram,
+            _ => return Err(EINVAL),
+        };
+        if req.flags != 0 {
+            return Err(EINVAL);
+        }
+        let vm = file.inner().vm(req.vm_id)?;
+        vm.madvise(
+            span,
+            Attrs {
+                prefer_vram,
+                atomic,
+            },
+        )?;
+        Ok(0)
+    }
+
+    /// IOCTL: report the device page table over a span of a VM.
+    pub(crate) fn snapshot(
+        _dev: &VsvmDevice,
+        req: &mut uapi::drm_vsvm_snapshot,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        let pages = usize::try_from(req.pages)?;
+        if pages > uapi::DRM_VSVM_MAX_SNAPSHOT_PAGES as usize {
+            return Err(E2BIG);
+        }
+        // CAST: Page sizes fit in 64 bits.
+        user_span(
+            req.addr,
+            req.pages.checked_mul(PAGE_SIZE as u64).ok_or(EINVAL)?,
+        )?;
+        if req.flags != 0 {
+            return Err(EINVAL);
+        }
+        let vm = file.inner().vm(req.vm_id)?;
+        let mut ptes = KVec::with_capacity(pages, GFP_KERNEL)?;
+        ptes.resize(pages, uapi::drm_vsvm_pte::default(), GFP_KERNEL)?;
+        vm.snapshot(usize::try_from(req.addr)?, &mut ptes);
+        let mut bytes = KVec::with_capacity(pages * size_of::<uapi::drm_vsvm_pte>(), GFP_KERNEL)?;
+        for pte in ptes.iter() {
+            bytes.extend_from_slice(&pte.flags.to_ne_bytes(), GFP_KERNEL)?;
+            bytes.extend_from_slice(&pte.shift.to_ne_bytes(), GFP_KERNEL)?;
+        }
+        UserSlice::new(UserPtr::from_addr(usize::try_from(req.ptes)?), bytes.len())
+            .writer()
+            .write_slice(&bytes)?;
         Ok(0)
     }
 

@@ -91,12 +91,19 @@ impl PageTable {
 
     /// The entry of the page at `addr`, if it is mapped.
     pub(crate) fn lookup(&self, addr: usize) -> Option<Pte> {
+        self.lookup_entry(addr).map(|(pte, _)| pte)
+    }
+
+    /// The entry of the page at `addr` and the size of the mapping it is part of, if it is
+    /// mapped.
+    pub(crate) fn lookup_entry(&self, addr: usize) -> Option<(Pte, usize)> {
         let cursor = self.maps.cursor_lower_bound(&addr.checked_add(1)?)?;
         let (_, map) = cursor.current();
         if addr < map.start {
             return None;
         }
-        *map.ptes.get((addr - map.start) / PAGE_SIZE)?
+        let pte = (*map.ptes.get((addr - map.start) / PAGE_SIZE)?)?;
+        Some((pte, map.ptes.len() * PAGE_SIZE))
     }
 
     /// Maps `mapping` with the node `node`, replacing the mappings it overlaps.

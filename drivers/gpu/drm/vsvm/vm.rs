@@ -78,14 +78,36 @@ impl Access {
         }
     }
 
-    fn fault<'a>(self) -> Fault<'a, Mirror> {
+    fn fault<'a>(self, attrs: &Attrs, vram: &'a DeviceMemory<Mirror>) -> Fault<'a, Mirror> {
         match self {
             Access::Read => Fault::read(),
             Access::Write => Fault::write(),
-            Access::Atomic => Fault::atomic(AtomicPolicy::Exclusive, None),
+            Access::Atomic => Fault::atomic(attrs.atomic, Some(vram)),
         }
     }
 }
+
+/// The memory attributes of a span of a VM.
+#[derive(Clone, Copy)]
+pub(crate) struct Attrs {
+    /// Whether GPU faults migrate the pages to VRAM.
+    pub(crate) prefer_vram: bool,
+    /// Where GPU atomics are done.
+    pub(crate) atomic: AtomicPolicy,
+}
+
+impl Attrs {
+    const DEFAULT: Self = Self {
+        prefer_vram: false,
+        atomic: AtomicPolicy::Exclusive,
+    };
+}
+
+/// Spans with their attributes.
+type AttrSpans = KVec<(Span<usize>, Attrs)>;
+
+/// The most attribute spans of a VM.
+const MAX_ATTRS: usize = uapi::DRM_VSVM_MAX_ATTRS as usize;
 
 /// The GPU side of a VM's GPU SVM: the page table.
 #[pin_data]
@@ -127,6 +149,8 @@ pub(crate) struct Vm {
     id: u32,
     span: Span<usize>,
     vram: Arc<DeviceMemory<Mirror>>,
+    /// Attribute spans; the last one containing an address applies there.
+    attrs: Pin<KBox<Mutex<AttrSpans>>>,
     svm: Pin<KBox<GpuSvm<Mirror>>>,
 }
 
@@ -148,10 +172,15 @@ impl Vm {
             GpuSvm::new(mm, span.clone(), NOTIFIER_SIZE, chunks, owner, mirror)?,
             GFP_KERNEL,
         )?;
+        let attrs = KBox::pin_init(
+            new_mutex!(KVec::with_capacity(MAX_ATTRS, GFP_KERNEL)?, "vsvm_attrs"),
+            GFP_KERNEL,
+        )?;
         Ok(Self {
             id,
             span,
             vram,
+            attrs,
             svm,
         })
     }
@@ -167,7 +196,12 @@ impl Vm {
         let svm = &self.svm;
         svm.collect_garbage();
         let range = svm.find_or_insert(addr, self.span.clone())?;
-        let fault = access.fault();
+        let attrs = self.attrs_at(addr);
+        if attrs.prefer_vram {
+            // What cannot move is served from system memory.
+            let _ = svm.migrate_to_vram(&range, &self.vram);
+        }
+        let fault = access.fault(&attrs, &self.vram);
         for _ in 0..MAX_FAULTS_PER_ACCESS {
             svm.get_pages(&range, &fault)?;
             // Allocated before the locks: the page table lock is taken in `invalidate`.
@@ -303,6 +337,51 @@ impl Vm {
             at += len;
         }
         Ok(())
+    }
+
+    /// The attributes at `addr`.
+    fn attrs_at(&self, addr: usize) -> Attrs {
+        let attrs = self.attrs.lock();
+        attrs
+            .iter()
+            .rev()
+            .find(|(span, _)| span.contains(&addr))
+            .map_or(Attrs::DEFAULT, |(_, a)| *a)
+    }
+
+    /// Gives `span` the attributes `attrs`. Fails with [`ENOSPC`] when the VM has
+    /// [`MAX_ATTRS`] spans already.
+    pub(crate) fn madvise(&self, span: Span<usize>, attrs: Attrs) -> Result {
+        self.attrs
+            .lock()
+            .push_within_capacity((span, attrs))
+            .map_err(|_| ENOSPC)
+    }
+
+    /// The device page table entries of the pages from `addr`, one per entry of `out`.
+    pub(crate) fn snapshot(&self, addr: usize, out: &mut [uapi::drm_vsvm_pte]) {
+        let pt = self.svm.driver().pt.lock();
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = match pt.lookup_entry(addr + i * PAGE_SIZE) {
+                None => uapi::drm_vsvm_pte::default(),
+                Some((pte, size)) => {
+                    let mut flags = uapi::DRM_VSVM_PTE_VALID;
+                    if pte.writable {
+                        flags |= uapi::DRM_VSVM_PTE_WRITABLE;
+                    }
+                    if pte.pfn.device_private_owner().is_some() {
+                        flags |= uapi::DRM_VSVM_PTE_VRAM;
+                    }
+                    if pte.atomic {
+                        flags |= uapi::DRM_VSVM_PTE_ATOMIC;
+                    }
+                    uapi::drm_vsvm_pte {
+                        flags,
+                        shift: size.trailing_zeros(),
+                    }
+                }
+            };
+        }
     }
 
     /// Migrates the ranges over `span` to `region`. Returns how many pages moved.
