@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <drm/drm.h>
@@ -229,6 +230,52 @@ int main(void)
 	check(status == -EPERM, "a GPU write to read-only memory fails with EPERM");
 	status = run(fd, create.vm_id, DRM_VSVM_OP_READ, counter, 8, 0, NULL, &sum);
 	check(status == 0 && sum == 200, "the GPU reads read-only memory");
+
+	/* An asynchronous job: queued, then waited for. */
+	{
+		uint8_t *a = mmap(NULL, SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		struct drm_vsvm_op two[2] = {
+			{ .kind = DRM_VSVM_OP_WRITE, .addr = (uintptr_t)a, .size = SZ_2M, .value = 0x42 },
+			{ .kind = DRM_VSVM_OP_READ, .addr = (uintptr_t)a, .size = SZ_2M },
+		};
+		struct drm_vsvm_exec exec = {
+			.ops = (uintptr_t)two, .count = 2, .vm_id = create.vm_id,
+			.flags = DRM_VSVM_EXEC_ASYNC,
+		};
+		struct drm_vsvm_wait wait = { .vm_id = create.vm_id, .timeout_ns = -1 };
+
+		check(!ioctl(fd, DRM_IOCTL_VSVM_EXEC, &exec) && exec.job_id, "an asynchronous job is queued");
+		wait.job_id = exec.job_id;
+		check(!ioctl(fd, DRM_IOCTL_VSVM_WAIT, &wait) && wait.status == 0 && wait.ops_done == 2 &&
+		      two[1].result == 0x42UL * SZ_2M && a[SZ_2M - 1] == 0x42,
+		      "waiting for it gives its status and results");
+		check(expect_errno(fd, DRM_IOCTL_VSVM_WAIT, &(struct drm_vsvm_wait){
+				.vm_id = create.vm_id, .job_id = exec.job_id }, ENOENT),
+		      "a job waited for is forgotten");
+	}
+
+	/* A process exits with a job in flight: the job ends, nothing breaks. */
+	{
+		pid_t child = fork();
+
+		if (child == 0) {
+			struct drm_vsvm_vm_create c = { .start = PAGE, .size = (1ULL << 47) - PAGE };
+			size_t big = 64UL << 20;
+			uint8_t *b = mmap(NULL, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			struct drm_vsvm_op w = { .kind = DRM_VSVM_OP_WRITE, .addr = (uintptr_t)b, .size = big, .value = 1 };
+			struct drm_vsvm_exec e = { .ops = (uintptr_t)&w, .count = 1, .flags = DRM_VSVM_EXEC_ASYNC };
+			int cfd = open_vsvm();
+
+			if (cfd < 0 || ioctl(cfd, DRM_IOCTL_VSVM_VM_CREATE, &c))
+				_exit(2);
+			e.vm_id = c.vm_id;
+			_exit(ioctl(cfd, DRM_IOCTL_VSVM_EXEC, &e) ? 3 : 0);
+		}
+		check(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
+		      WEXITSTATUS(status) == 0, "a process exits right after queueing a 64 MiB job");
+		status = run(fd, create.vm_id, DRM_VSVM_OP_WRITE, counter, 8, 1, NULL, NULL);
+		check(status == -EPERM, "the device still works after that exit");
+	}
 
 	/* Bad input is refused. */
 	{

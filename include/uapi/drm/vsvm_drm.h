@@ -99,12 +99,24 @@ struct drm_vsvm_op {
 #define DRM_VSVM_MAX_OPS 256
 
 /**
- * struct drm_vsvm_exec - Run a job of operations on a VM, and wait for it.
+ * DRM_VSVM_EXEC_ASYNC - Queue the job to the engine and return at once with
+ * its @job_id; &struct drm_vsvm_wait waits for it and copies the results.
+ */
+#define DRM_VSVM_EXEC_ASYNC (1 << 0)
+
+/** DRM_VSVM_MAX_JOBS - The most asynchronous jobs of a VM not waited for. */
+#define DRM_VSVM_MAX_JOBS 64
+
+/**
+ * struct drm_vsvm_exec - Run a job of operations on a VM.
  *
- * The ioctl returns 0 once the job ran; whether it succeeded is in @status:
- * 0, or the negative error code of the first operation that failed (-EFAULT
- * for an address with no mapping, -EPERM for a write to read-only memory),
- * with @ops_done the number of operations completed before it.
+ * Without %DRM_VSVM_EXEC_ASYNC the ioctl returns 0 once the job ran; whether
+ * it succeeded is in @status: 0, or the negative error code of the first
+ * operation that failed (-EFAULT for an address with no mapping, -EPERM for a
+ * write to read-only memory, -ENODEV when the VM or the file went away), with
+ * @ops_done the number of operations completed before it. With it, the job
+ * is queued (-ENOSPC with %DRM_VSVM_MAX_JOBS jobs not waited for) and
+ * @job_id names it.
  */
 struct drm_vsvm_exec {
 	/** @ops: User pointer to an array of &struct drm_vsvm_op. */
@@ -116,7 +128,7 @@ struct drm_vsvm_exec {
 	/** @vm_id: The VM to run on. */
 	__u32 vm_id;
 
-	/** @flags: Must be zero. */
+	/** @flags: Zero or %DRM_VSVM_EXEC_ASYNC. */
 	__u32 flags;
 
 	/** @status: Out: 0 or the error code of the failed operation. */
@@ -127,6 +139,36 @@ struct drm_vsvm_exec {
 
 	/** @pad: Must be zero. */
 	__u32 pad;
+
+	/** @job_id: Out: the id of an asynchronous job. */
+	__u64 job_id;
+};
+
+/**
+ * struct drm_vsvm_wait - Wait for an asynchronous job, and reap it.
+ *
+ * On success the results are copied to the job's operations, which must
+ * still be mapped in the calling process (the one that queued the job), and
+ * the job is forgotten. -ETIMEDOUT if it did not end in time (it stays).
+ */
+struct drm_vsvm_wait {
+	/** @job_id: The job. */
+	__u64 job_id;
+
+	/** @timeout_ns: How long to wait; negative: for as long as it takes. */
+	__s64 timeout_ns;
+
+	/** @vm_id: The VM of the job. */
+	__u32 vm_id;
+
+	/** @flags: Must be zero. */
+	__u32 flags;
+
+	/** @status: Out: as &struct drm_vsvm_exec.status. */
+	__s32 status;
+
+	/** @ops_done: Out: as &struct drm_vsvm_exec.ops_done. */
+	__u32 ops_done;
 };
 
 /**
@@ -327,6 +369,7 @@ struct drm_vsvm_stats {
 #define DRM_VSVM_PREFETCH		0x04
 #define DRM_VSVM_MADVISE		0x05
 #define DRM_VSVM_SNAPSHOT		0x06
+#define DRM_VSVM_WAIT			0x07
 
 /* Note: this is an enum so that it can be resolved by Rust bindgen. */
 enum {
@@ -344,6 +387,8 @@ enum {
 						  struct drm_vsvm_madvise),
 	DRM_IOCTL_VSVM_SNAPSHOT		= DRM_IOW(DRM_COMMAND_BASE + DRM_VSVM_SNAPSHOT,
 						  struct drm_vsvm_snapshot),
+	DRM_IOCTL_VSVM_WAIT		= DRM_IOWR(DRM_COMMAND_BASE + DRM_VSVM_WAIT,
+						   struct drm_vsvm_wait),
 };
 
 #if defined(__cplusplus)

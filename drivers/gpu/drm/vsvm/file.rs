@@ -15,10 +15,6 @@ use kernel::{
         Arc,
         Mutex, //
     },
-    transmute::{
-        AsBytes,
-        FromBytes, //
-    },
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -31,6 +27,7 @@ use crate::{
         VsvmDevice,
         VsvmDriver, //
     },
+    job::Op,
     vm::{
         Attrs,
         Vm, //
@@ -41,7 +38,7 @@ use crate::{
 const MAX_VMS: usize = 64;
 
 /// The end of the user address space a VM may mirror (x86-64 with 4-level page tables).
-const USER_END: u64 = 1 << 47;
+pub(crate) const USER_END: u64 = 1 << 47;
 
 /// The span of `size` bytes from `addr`, if both are page aligned, the span is not empty and
 /// lies in the user address space ([`EINVAL`] otherwise).
@@ -55,41 +52,22 @@ fn user_span(addr: u64, size: u64) -> Result<core::ops::Range<usize>> {
     Ok(usize::try_from(addr)?..usize::try_from(end)?)
 }
 
-/// An operation of a job, as userspace lays it out.
-#[repr(transparent)]
-struct Op(uapi::drm_vsvm_op);
+/// The user memory of `count` operations at `addr`.
+fn ops_slice(addr: u64, count: usize) -> Result<UserSlice> {
+    let len = count.checked_mul(size_of::<Op>()).ok_or(EINVAL)?;
+    Ok(UserSlice::new(
+        UserPtr::from_addr(usize::try_from(addr)?),
+        len,
+    ))
+}
 
-// SAFETY: `drm_vsvm_op` is made of integers only, with no padding (the uapi header keeps it so):
-// every byte pattern is a valid value, and every byte is initialised.
-unsafe impl FromBytes for Op {}
-
-// SAFETY: As above.
-unsafe impl AsBytes for Op {}
-
-impl Op {
-    /// Checks the operation's fields, with [`EINVAL`] for anything malformed.
-    fn validate(&self) -> Result {
-        let op = &self.0;
-        let in_space = |addr: u64| addr.checked_add(op.size).is_some_and(|end| end <= USER_END);
-        if op.flags != 0 || op.size == 0 || !in_space(op.addr) || op.result != 0 {
-            return Err(EINVAL);
-        }
-        let ok = match op.kind {
-            uapi::drm_vsvm_op_kind_DRM_VSVM_OP_WRITE | uapi::drm_vsvm_op_kind_DRM_VSVM_OP_READ => {
-                op.src == 0
-            }
-            uapi::drm_vsvm_op_kind_DRM_VSVM_OP_ATOMIC_ADD => {
-                op.src == 0 && op.size == 8 && op.addr % 8 == 0
-            }
-            uapi::drm_vsvm_op_kind_DRM_VSVM_OP_COPY => in_space(op.src),
-            _ => false,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(EINVAL)
-        }
+/// Copies `ops`, with their results, back to the user's array at `addr`.
+fn write_results(addr: u64, ops: &[Op]) -> Result {
+    let mut writer = ops_slice(addr, ops.len())?.writer();
+    for op in ops {
+        writer.write(op)?;
     }
+    Ok(())
 }
 
 /// The VMs of a file, with the id the next one gets.
@@ -99,10 +77,21 @@ struct Vms {
 }
 
 /// The driver data of an open file.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct File {
     #[pin]
     vms: Mutex<Vms>,
+}
+
+#[pinned_drop]
+impl PinnedDrop for File {
+    fn drop(self: Pin<&mut Self>) {
+        // The file goes (closed, or its process exits): stop the engine for its VMs first; each
+        // VM, its page table and its GPU SVM go when the last job holding it ends.
+        for vm in self.vms.lock().vms.iter() {
+            vm.close();
+        }
+    }
 }
 
 impl drm::file::DriverFile for File {
@@ -182,18 +171,23 @@ impl File {
                 .ok_or(ENOENT)?;
             vms.vms.remove(i)?
         };
-        // A job running on the VM holds it until the job ends.
-        drop(vm);
+        // Its jobs stop at their next page; a running one holds the VM until it ends.
+        vm.close();
         Ok(0)
     }
 
-    /// IOCTL: run a job on a VM and wait for it.
+    /// IOCTL: run a job on a VM, and wait for it unless it is asynchronous.
     pub(crate) fn exec(
         _dev: &VsvmDevice,
         req: &mut uapi::drm_vsvm_exec,
         file: &drm::File<File>,
     ) -> Result<u32> {
-        if req.flags != 0 || req.pad != 0 || req.status != 0 || req.ops_done != 0 {
+        if req.flags & !uapi::DRM_VSVM_EXEC_ASYNC != 0
+            || req.pad != 0
+            || req.status != 0
+            || req.ops_done != 0
+            || req.job_id != 0
+        {
             return Err(EINVAL);
         }
         let count = usize::try_from(req.count)?;
@@ -204,34 +198,40 @@ impl File {
             return Err(E2BIG);
         }
         let vm = file.inner().vm(req.vm_id)?;
-        let user = UserSlice::new(
-            UserPtr::from_addr(usize::try_from(req.ops)?),
-            count * size_of::<Op>(),
-        );
-        let (mut reader, mut writer) = user.reader_writer();
+        let mut reader = ops_slice(req.ops, count)?.reader();
         let mut ops = KVec::with_capacity(count, GFP_KERNEL)?;
         for _ in 0..count {
             let op: Op = reader.read()?;
             op.validate()?;
             ops.push(op, GFP_KERNEL)?;
         }
-        let mut status = 0;
-        let mut done = 0;
-        for op in ops.iter_mut() {
-            match vm.run(&op.0) {
-                Ok(result) => op.0.result = result,
-                Err(e) => {
-                    status = e.to_errno();
-                    break;
-                }
-            }
-            done += 1;
+        if req.flags & uapi::DRM_VSVM_EXEC_ASYNC != 0 {
+            req.job_id = vm.submit(ops, req.ops)?;
+            return Ok(0);
         }
-        for op in ops.iter() {
-            writer.write(op)?;
+        let outcome = vm.run_all(&mut ops);
+        write_results(req.ops, &ops)?;
+        req.status = outcome.status;
+        req.ops_done = outcome.ops_done;
+        Ok(0)
+    }
+
+    /// IOCTL: wait for an asynchronous job, copy its results and forget it.
+    pub(crate) fn wait(
+        _dev: &VsvmDevice,
+        req: &mut uapi::drm_vsvm_wait,
+        file: &drm::File<File>,
+    ) -> Result<u32> {
+        if req.flags != 0 || req.status != 0 || req.ops_done != 0 {
+            return Err(EINVAL);
         }
-        req.status = status;
-        req.ops_done = done;
+        let vm = file.inner().vm(req.vm_id)?;
+        let job = vm.job(req.job_id)?;
+        let (outcome, ops) = job.wait(req.timeout_ns)?;
+        vm.reap(job.id());
+        req.status = outcome.status;
+        req.ops_done = outcome.ops_done;
+        write_results(job.user_ops(), &ops)?;
         Ok(0)
     }
 

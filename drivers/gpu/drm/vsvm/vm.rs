@@ -34,10 +34,15 @@ use kernel::{
         },
         Arc, Mutex,
     },
-    uapi,
+    uapi, workqueue,
 };
 
 use crate::{
+    job::{
+        Job,
+        Op,
+        Outcome, //
+    },
     pt::{
         Mapping,
         PageTable,
@@ -106,6 +111,12 @@ impl Attrs {
 /// Spans with their attributes.
 type AttrSpans = KVec<(Span<usize>, Attrs)>;
 
+/// The asynchronous jobs of a VM not waited for yet, and the id the next one gets.
+type Jobs = (KVec<Arc<Job>>, u64);
+
+/// The most asynchronous jobs of a VM not waited for.
+const MAX_JOBS: usize = uapi::DRM_VSVM_MAX_JOBS as usize;
+
 /// The most attribute spans of a VM.
 const MAX_ATTRS: usize = uapi::DRM_VSVM_MAX_ATTRS as usize;
 
@@ -151,6 +162,10 @@ pub(crate) struct Vm {
     vram: Arc<DeviceMemory<Mirror>>,
     /// Attribute spans; the last one containing an address applies there.
     attrs: Pin<KBox<Mutex<AttrSpans>>>,
+    /// Asynchronous jobs not waited for yet, and the id the next one gets.
+    jobs: Pin<KBox<Mutex<Jobs>>>,
+    /// Set when the VM or its file goes: the engine stops its jobs at the next page.
+    closing: Atomic<u32>,
     svm: Pin<KBox<GpuSvm<Mirror>>>,
 }
 
@@ -176,11 +191,17 @@ impl Vm {
             new_mutex!(KVec::with_capacity(MAX_ATTRS, GFP_KERNEL)?, "vsvm_attrs"),
             GFP_KERNEL,
         )?;
+        let jobs = KBox::pin_init(
+            new_mutex!((KVec::with_capacity(MAX_JOBS, GFP_KERNEL)?, 1), "vsvm_jobs"),
+            GFP_KERNEL,
+        )?;
         Ok(Self {
             id,
             span,
             vram,
             attrs,
+            jobs,
+            closing: Atomic::new(0),
             svm,
         })
     }
@@ -229,6 +250,9 @@ impl Vm {
     ) -> Result<R> {
         let mirror = self.svm.driver();
         let page_addr = addr & !(PAGE_SIZE - 1);
+        if self.closing.load(Relaxed) != 0 {
+            return Err(ENODEV);
+        }
         for _ in 0..MAX_FAULTS_PER_ACCESS {
             {
                 let pt = mirror.pt.lock();
@@ -255,8 +279,66 @@ impl Vm {
         Err(EAGAIN)
     }
 
+    /// Stops the engine for this VM: jobs end with `ENODEV` at their next page.
+    pub(crate) fn close(&self) {
+        self.closing.store(1, Relaxed);
+    }
+
+    /// The engine: runs the operations of a job in order, up to the first that fails.
+    pub(crate) fn run_all(&self, ops: &mut [Op]) -> Outcome {
+        let mut outcome = Outcome {
+            status: 0,
+            ops_done: 0,
+        };
+        for op in ops.iter_mut() {
+            match self.run(&op.0) {
+                Ok(result) => op.0.result = result,
+                Err(e) => {
+                    outcome.status = e.to_errno();
+                    break;
+                }
+            }
+            outcome.ops_done += 1;
+        }
+        outcome
+    }
+
+    /// Queues `ops` as an asynchronous job whose results go to `user_ops`. Returns its id.
+    pub(crate) fn submit(self: &Arc<Self>, ops: KVec<Op>, user_ops: u64) -> Result<u64> {
+        let job = {
+            let mut jobs = self.jobs.lock();
+            let id = jobs.1;
+            let job = Job::new(id, user_ops, ops)?;
+            jobs.0
+                .push_within_capacity(job.clone())
+                .map_err(|_| ENOSPC)?;
+            jobs.1 += 1;
+            job
+        };
+        let (vm, queued) = (self.clone(), job.clone());
+        let spawned = workqueue::system_dfl().try_spawn(GFP_KERNEL, move || {
+            queued.run(|ops| vm.run_all(ops));
+        });
+        if spawned.is_err() {
+            self.jobs.lock().0.retain(|j| !Arc::ptr_eq(j, &job));
+            return Err(ENOMEM);
+        }
+        Ok(job.id())
+    }
+
+    /// The asynchronous job `id`.
+    pub(crate) fn job(&self, id: u64) -> Result<Arc<Job>> {
+        let jobs = self.jobs.lock();
+        jobs.0.iter().find(|j| j.id() == id).cloned().ok_or(ENOENT)
+    }
+
+    /// Forgets the asynchronous job `id`.
+    pub(crate) fn reap(&self, id: u64) {
+        self.jobs.lock().0.retain(|j| j.id() != id);
+    }
+
     /// The engine: runs one operation. Returns its result.
-    pub(crate) fn run(&self, op: &uapi::drm_vsvm_op) -> Result<u64> {
+    fn run(&self, op: &uapi::drm_vsvm_op) -> Result<u64> {
         match op.kind {
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_WRITE => {
                 // CAST: The low byte is the value to write.

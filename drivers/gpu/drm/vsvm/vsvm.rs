@@ -10,6 +10,7 @@
 mod driver;
 mod file;
 mod gem;
+mod job;
 mod pt;
 mod vm;
 mod vram;
