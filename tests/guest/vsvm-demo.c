@@ -203,6 +203,37 @@ int main(void)
 		stats(fd, create.vm_id, "after a preferred fault:");
 	}
 
+	/* VRAM pressure: VRAM + 8 MiB prefetched 2 MiB at a time; older ranges make room. */
+	{
+		struct drm_vsvm_stats st = { .vm_id = create.vm_id };
+		size_t size, moved = 0, bad = 0;
+		uint8_t *p, *e;
+
+		ioctl(fd, DRM_IOCTL_VSVM_STATS, &st);
+		size = st.dev_vram_size + 4 * SZ_2M;
+		e = mmap(NULL, size + SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		p = (uint8_t *)(((uintptr_t)e + SZ_2M - 1) & ~(SZ_2M - 1));
+		for (i = 0; i < size; i += PAGE)
+			memset(p + i, (int)(i / PAGE % 251 + 1), PAGE);
+		for (i = 0; i < size; i += SZ_2M) {
+			struct drm_vsvm_prefetch pf = {
+				.addr = (uintptr_t)p + i, .size = SZ_2M, .vm_id = create.vm_id,
+				.region = DRM_VSVM_REGION_VRAM,
+			};
+
+			if (!ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf))
+				moved += pf.pages_moved;
+		}
+		stats(fd, create.vm_id, "after VRAM pressure:");
+		ioctl(fd, DRM_IOCTL_VSVM_STATS, &st);
+		check(moved == size / PAGE && st.dev_vram_used <= st.dev_vram_size,
+		      "a working set larger than VRAM moves in whole, evicting older ranges");
+		for (i = 0; i < size; i++)
+			bad += p[i] != (uint8_t)(i / PAGE % 251 + 1);
+		check(bad == 0, "no data is lost through eviction");
+		munmap(e, size + SZ_2M);
+	}
+
 	/* Half the buffer goes: the GPU's mappings of it go with it. */
 	munmap(buf + BUF_SIZE / 2, BUF_SIZE / 2);
 	stats(fd, create.vm_id, "after munmap of half:");

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Simulated VRAM: device-private pages, each backed by a system page that a simulated copy
-//! engine reads and writes with the CPU, allocated with the GPU buddy allocator.
+//! engine reads and writes with the CPU, allocated with the GPU buddy allocator. When an
+//! allocation does not fit, the oldest allocations are evicted to system memory first.
 
 use kernel::{
     drm::gpusvm::{
@@ -15,7 +16,7 @@ use kernel::{
         GpuBuddyAllocMode,
         GpuBuddyParams, //
     },
-    impl_has_work, new_work,
+    impl_has_work, new_mutex, new_work,
     page::{
         BorrowedPage,
         Page,
@@ -23,6 +24,20 @@ use kernel::{
     },
     prelude::*,
     ptr::Alignment,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        Mutex, //
+    },
+    time::{
+        delay::fsleep,
+        Delta,
+        Instant,
+        Monotonic, //
+    },
     workqueue::{
         self,
         Work,
@@ -32,10 +47,34 @@ use kernel::{
 
 use crate::vm::Mirror;
 
+/// How many times an allocation evicts older ones before it gives up.
+const EVICT_ATTEMPTS: u32 = 4;
+
+/// How long an allocation waits for evicted blocks to come back to the allocator.
+const FREE_WAIT: Delta = Delta::from_millis(500);
+
+/// An allocation, in allocation order, for eviction: its id and its pages.
+struct Allocated {
+    id: u64,
+    pfns: KVec<usize>,
+}
+
+/// What the allocations and the work items that free them share.
+#[pin_data]
+struct Shared {
+    /// The allocations not freed yet, oldest first.
+    #[pin]
+    allocated: Mutex<KVec<Allocated>>,
+    /// Frees queued and not run yet.
+    pending: Atomic<u64>,
+    next_id: Atomic<u64>,
+}
+
 /// The VRAM of a device.
 pub(crate) struct Vram {
     buddy: GpuBuddy,
     backing: KVVec<Page>,
+    shared: Arc<Shared>,
 }
 
 impl Vram {
@@ -52,7 +91,46 @@ impl Vram {
             size: size as u64,
             chunk_size: Alignment::new::<PAGE_SIZE>(),
         })?;
-        Ok(Self { buddy, backing })
+        let shared = Arc::pin_init(
+            pin_init!(Shared {
+                allocated <- new_mutex!(KVec::new(), "vsvm_vram_allocated"),
+                pending: Atomic::new(0),
+                next_id: Atomic::new(1),
+            }),
+            GFP_KERNEL,
+        )?;
+        Ok(Self {
+            buddy,
+            backing,
+            shared,
+        })
+    }
+
+    /// Evicts the oldest allocations, at least `npages` pages of them, and waits until their
+    /// blocks are back in the allocator.
+    fn evict_oldest(mem: &DeviceMemory<Mirror>, npages: usize) {
+        let shared = &mem.device().shared;
+        let mut victims = KVec::new();
+        {
+            let mut allocated = shared.allocated.lock();
+            let mut pages = 0;
+            while pages < npages && !allocated.is_empty() {
+                let oldest = allocated.remove(0);
+                let Ok(oldest) = oldest else { break };
+                pages += oldest.pfns.len();
+                if victims.push(oldest, GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+        }
+        for victim in victims.iter() {
+            // Pages that are busy stay; the next attempt evicts more.
+            let _ = mem.evict(&victim.pfns);
+        }
+        let waited = Instant::<Monotonic>::now();
+        while shared.pending.load(Relaxed) > 0 && waited.elapsed() < FREE_WAIT {
+            fsleep(Delta::from_millis(1));
+        }
     }
 
     /// The system page backing device page `pfn` of `mem`.
@@ -68,16 +146,26 @@ impl Vram {
     ) -> Result<(VramBlocks, FreePages)> {
         // CAST: Memory sizes fit in 64 bits.
         let size = (npages * PAGE_SIZE) as u64;
-        let blocks = KBox::pin_init(
-            mem.device().buddy.alloc_blocks(
-                GpuBuddyAllocMode::Simple,
-                size,
-                Alignment::new::<PAGE_SIZE>(),
-                GpuBuddyAllocFlags::default(),
-            ),
-            GFP_KERNEL,
-        )
-        .map_err(|_| ENOSPC)?;
+        let mut attempt = 0;
+        let blocks = loop {
+            let blocks = KBox::pin_init(
+                mem.device().buddy.alloc_blocks(
+                    GpuBuddyAllocMode::Simple,
+                    size,
+                    Alignment::new::<PAGE_SIZE>(),
+                    GpuBuddyAllocFlags::default(),
+                ),
+                GFP_KERNEL,
+            );
+            match blocks {
+                Ok(blocks) => break blocks,
+                Err(_) if attempt < EVICT_ATTEMPTS => {
+                    attempt += 1;
+                    Self::evict_oldest(mem, npages);
+                }
+                Err(_) => return Err(ENOSPC),
+            }
+        };
         let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
         for block in blocks.iter() {
             // CAST: Offsets and sizes are below the VRAM size, which fits in `usize`.
@@ -86,10 +174,20 @@ impl Vram {
                 pfns.push(pfn, GFP_KERNEL)?;
             }
         }
+        let shared = mem.device().shared.clone();
+        let id = shared.next_id.fetch_add(1, Relaxed);
+        let mut copy = KVec::with_capacity(pfns.len(), GFP_KERNEL)?;
+        copy.extend_from_slice(&pfns, GFP_KERNEL)?;
+        shared
+            .allocated
+            .lock()
+            .push(Allocated { id, pfns: copy }, GFP_KERNEL)?;
         let free = KBox::pin_init(
             pin_init!(FreeBlocks {
                 work <- new_work!("vsvm_free_vram"),
                 blocks,
+                id,
+                shared,
             }),
             GFP_KERNEL,
         )?;
@@ -156,6 +254,7 @@ pub(crate) struct VramBlocks(Option<Pin<KBox<FreeBlocks>>>);
 impl Drop for VramBlocks {
     fn drop(&mut self) {
         if let Some(free) = self.0.take() {
+            free.shared.pending.fetch_add(1, Relaxed);
             workqueue::system_dfl().enqueue(free);
         }
     }
@@ -167,6 +266,8 @@ pub(crate) struct FreeBlocks {
     #[pin]
     work: Work<FreeBlocks>,
     blocks: Pin<KBox<AllocatedBlocks>>,
+    id: u64,
+    shared: Arc<Shared>,
 }
 
 impl_has_work! {
@@ -177,6 +278,10 @@ impl WorkItem for FreeBlocks {
     type Pointer = Pin<KBox<Self>>;
 
     fn run(this: Pin<KBox<Self>>) {
+        let shared = this.shared.clone();
+        shared.allocated.lock().retain(|a| a.id != this.id);
+        // The blocks go back to the allocator here.
         drop(this);
+        shared.pending.fetch_sub(1, Relaxed);
     }
 }
