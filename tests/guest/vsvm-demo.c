@@ -32,8 +32,8 @@ static void check(int ok, const char *what)
 		failures++;
 }
 
-/* Opens the render node of the vsvm driver. */
-static int open_vsvm(void)
+/* Opens the render node of the nth vsvm device. */
+static int open_vsvm_nth(int nth)
 {
 	char path[64], name[32];
 	struct dirent *e;
@@ -48,7 +48,8 @@ static int open_vsvm(void)
 		snprintf(path, sizeof(path), "/dev/dri/%s", e->d_name);
 		fd = open(path, O_RDWR);
 		memset(name, 0, sizeof(name));
-		if (fd >= 0 && !ioctl(fd, DRM_IOCTL_VERSION, &v) && !strcmp(name, "vsvm")) {
+		if (fd >= 0 && !ioctl(fd, DRM_IOCTL_VERSION, &v) && !strcmp(name, "vsvm") &&
+		    nth-- == 0) {
 			printf("vsvm: %s\n", path);
 			closedir(d);
 			return fd;
@@ -59,6 +60,11 @@ static int open_vsvm(void)
 	if (d)
 		closedir(d);
 	return -1;
+}
+
+static int open_vsvm(void)
+{
+	return open_vsvm_nth(0);
 }
 
 /* Runs one operation; returns the job status and stores its result. */
@@ -306,6 +312,28 @@ int main(void)
 		      WEXITSTATUS(status) == 0, "a process exits right after queueing a 64 MiB job");
 		status = run(fd, create.vm_id, DRM_VSVM_OP_WRITE, counter, 8, 1, NULL, NULL);
 		check(status == -EPERM, "the device still works after that exit");
+	}
+
+	/* A second device mirrors the same process: it sees what the first wrote, even from
+	 * the first one's VRAM (its faults bring the pages back to system memory). */
+	{
+		struct drm_vsvm_vm_create c2 = { .start = PAGE, .size = (1ULL << 47) - PAGE };
+		uint8_t *s = mmap(NULL, SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		struct drm_vsvm_prefetch pf = {
+			.addr = (uintptr_t)s, .size = SZ_2M, .vm_id = create.vm_id,
+			.region = DRM_VSVM_REGION_VRAM,
+		};
+		int fd2 = open_vsvm_nth(1);
+
+		check(fd2 >= 0 && !ioctl(fd2, DRM_IOCTL_VSVM_VM_CREATE, &c2), "a second device mirrors the process");
+		status = run(fd, create.vm_id, DRM_VSVM_OP_WRITE, s, SZ_2M, 0x21, NULL, NULL);
+		status |= ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf);
+		status |= run(fd2, c2.vm_id, DRM_VSVM_OP_READ, s, SZ_2M, 0, NULL, &sum);
+		check(status == 0 && pf.pages_moved == SZ_2M / PAGE && sum == 0x21UL * SZ_2M,
+		      "the second device reads what the first wrote into its VRAM");
+		stats(fd2, c2.vm_id, "second device:");
+		if (fd2 >= 0)
+			close(fd2);
 	}
 
 	/* Bad input is refused. */

@@ -6,11 +6,15 @@ use kernel::{
     drm::{
         self,
         gem,
-        gpusvm::DeviceMemory,
+        gpusvm::{
+            ChunkSizes,
+            DeviceMemory, //
+        },
         ioctl, //
     },
     faux,
     mm::DeviceOwner,
+    page::PAGE_SIZE,
     prelude::*,
     sync::Arc,
     Module, //
@@ -37,6 +41,22 @@ pub(crate) struct VsvmData {
     _owner: KBox<u8>,
     /// The device's memory; dropped with the device, after every file and VM.
     pub(crate) vram: Arc<DeviceMemory<Mirror>>,
+    /// The range sizes of the device's VMs.
+    pub(crate) chunks: ChunkSizes,
+}
+
+/// The range sizes the `max_chunk_kb` parameter selects: 2048 (2M, 64K, 4K), 64 (64K, 4K) or
+/// 4 (4K only). Chunks of 64K are only used over pages the CPU has, as the C layer does.
+fn chunk_sizes() -> Result<ChunkSizes> {
+    const SZ_64K: usize = 64 * 1024;
+    const SZ_2M: usize = 2 * 1024 * 1024;
+    let sizes: &[usize] = match *module_parameters::max_chunk_kb.value() {
+        2048 => &[SZ_2M, SZ_64K, PAGE_SIZE],
+        64 => &[SZ_64K, PAGE_SIZE],
+        4 => &[PAGE_SIZE],
+        _ => return Err(EINVAL),
+    };
+    ChunkSizes::new(sizes)?.present_only_up_to(SZ_64K)
 }
 
 impl VsvmData {
@@ -59,6 +79,7 @@ impl VsvmData {
         Ok(try_pin_init!(Self {
             _owner: owner,
             vram,
+            chunks: chunk_sizes()?,
         }? Error))
     }
 }
@@ -92,17 +113,28 @@ impl drm::Driver for VsvmDriver {
     }
 }
 
-/// The module: one simulated GPU on a faux device. The DRM device is unregistered when the faux
-/// device goes, with the module.
+/// The names of the faux devices, one per simulated GPU.
+const DEVICE_NAMES: [&CStr; 4] = [c"vsvm0", c"vsvm1", c"vsvm2", c"vsvm3"];
+
+/// The module: `devices` simulated GPUs, each on a faux device. A DRM device is unregistered when
+/// its faux device goes, with the module.
 pub(crate) struct VsvmModule {
-    _faux: faux::Registration,
+    _devices: KVec<faux::Registration>,
 }
 
 impl Module for VsvmModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let faux = faux::Registration::new(c"vsvm", None)?;
-        let drm = drm::UnregisteredDevice::<VsvmDriver>::new(faux.as_ref(), VsvmData::new()?)?;
-        drm::Registration::new_foreign_owned(drm, faux.bound(), 0)?;
-        Ok(Self { _faux: faux })
+        let count = usize::try_from(*module_parameters::devices.value())?;
+        if count == 0 || count > DEVICE_NAMES.len() {
+            return Err(EINVAL);
+        }
+        let mut devices = KVec::with_capacity(count, GFP_KERNEL)?;
+        for name in &DEVICE_NAMES[..count] {
+            let faux = faux::Registration::new(name, None)?;
+            let drm = drm::UnregisteredDevice::<VsvmDriver>::new(faux.as_ref(), VsvmData::new()?)?;
+            drm::Registration::new_foreign_owned(drm, faux.bound(), 0)?;
+            devices.push(faux, GFP_KERNEL)?;
+        }
+        Ok(Self { _devices: devices })
     }
 }

@@ -142,7 +142,10 @@ impl File {
             vms.next_id = id.checked_add(1).ok_or(ENOSPC)?;
             id
         };
-        let vm = Arc::new(Vm::new(id, mm, span, dev.vram.clone())?, GFP_KERNEL)?;
+        let vm = Arc::new(
+            Vm::new(id, mm, span, dev.vram.clone(), dev.chunks)?,
+            GFP_KERNEL,
+        )?;
         let mut vms = this.vms.lock();
         if vms.vms.len() >= MAX_VMS {
             return Err(ENOSPC);

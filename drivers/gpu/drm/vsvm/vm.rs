@@ -54,9 +54,6 @@ use crate::{
     },
 };
 
-const SZ_64K: usize = 64 * 1024;
-const SZ_2M: usize = 2 * 1024 * 1024;
-
 /// The notifier size: the span of process address space one mmu notifier covers.
 const NOTIFIER_SIZE: usize = 1 << 29;
 
@@ -160,6 +157,7 @@ pub(crate) struct Vm {
     id: u32,
     span: Span<usize>,
     vram: Arc<DeviceMemory<Mirror>>,
+    chunks: ChunkSizes,
     /// Attribute spans; the last one containing an address applies there.
     attrs: Pin<KBox<Mutex<AttrSpans>>>,
     /// Asynchronous jobs not waited for yet, and the id the next one gets.
@@ -176,9 +174,9 @@ impl Vm {
         mm: &MmWithUser,
         span: Span<usize>,
         vram: Arc<DeviceMemory<Mirror>>,
+        chunks: ChunkSizes,
     ) -> Result<Self> {
         let owner = vram.owner();
-        let chunks = ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])?.present_only_up_to(SZ_64K)?;
         let mirror = pin_init!(Mirror {
             pt <- new_mutex!(PageTable::new(), "vsvm_page_table"),
             gpu_faults: Atomic::new(0),
@@ -199,6 +197,7 @@ impl Vm {
             id,
             span,
             vram,
+            chunks,
             attrs,
             jobs,
             closing: Atomic::new(0),
@@ -491,9 +490,14 @@ impl Vm {
     pub(crate) fn stats(&self, stats: &mut uapi::drm_vsvm_stats) {
         let s = self.svm.stats();
         stats.gpu_faults = self.svm.driver().gpu_faults.load(Relaxed);
-        stats.faults_2m = s.faults[0].get();
-        stats.faults_64k = s.faults[1].get();
-        stats.faults_4k = s.faults[2].get();
+        for (size, faults) in self.chunks.sizes().iter().zip(&s.faults) {
+            match *size {
+                0x1000 => stats.faults_4k = faults.get(),
+                0x10000 => stats.faults_64k = faults.get(),
+                0x200000 => stats.faults_2m = faults.get(),
+                _ => (),
+            }
+        }
         stats.retries = s.retries.get();
         stats.invalidations = s.invalidations.get();
         stats.gc_runs = s.gc_runs.get();

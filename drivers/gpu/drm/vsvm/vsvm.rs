@@ -26,7 +26,15 @@ module! {
     params: {
         vram_mb: u64 {
             default: 256,
-            description: "Size of the simulated VRAM in MiB",
+            description: "Size of the simulated VRAM of each device in MiB",
+        },
+        devices: u32 {
+            default: 1,
+            description: "Number of simulated GPUs (1 to 4)",
+        },
+        max_chunk_kb: u64 {
+            default: 2048,
+            description: "Largest GPU SVM range in KiB: 2048, 64 or 4",
         },
     },
 }
