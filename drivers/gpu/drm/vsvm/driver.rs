@@ -2,7 +2,9 @@
 
 //! The device: a faux device with a DRM render node.
 
+use core::fmt;
 use kernel::{
+    debugfs,
     drm::{
         self,
         gem,
@@ -43,6 +45,24 @@ pub(crate) struct VsvmData {
     pub(crate) vram: Arc<DeviceMemory<Mirror>>,
     /// The range sizes of the device's VMs.
     pub(crate) chunks: ChunkSizes,
+    /// `vsvm/<device>/vram` in debugfs: the device's memory counters.
+    #[pin]
+    _vram_file: debugfs::File<Arc<DeviceMemory<Mirror>>>,
+    _debugfs: debugfs::Dir,
+}
+
+/// Writes the counters of the device memory `vram` (the `vram` debugfs file).
+fn show_vram(vram: &Arc<DeviceMemory<Mirror>>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let s = vram.stats();
+    let pages = vram.pfns().end - vram.pfns().start;
+    writeln!(f, "size_bytes: {}", pages * PAGE_SIZE)?;
+    writeln!(f, "used_bytes: {}", s.pages_in_use.get() * PAGE_SIZE as u64)?;
+    writeln!(f, "allocations: {}", s.allocations.get())?;
+    writeln!(f, "releases: {}", s.releases.get())?;
+    writeln!(f, "cpu_faults: {}", s.cpu_faults.get())?;
+    writeln!(f, "bytes_cpu_faulted: {}", s.bytes_cpu_faulted.get())?;
+    writeln!(f, "evictions: {}", s.evictions.get())?;
+    writeln!(f, "bytes_evicted: {}", s.bytes_evicted.get())
 }
 
 /// The range sizes the `max_chunk_kb` parameter selects: 2048 (2M, 64K, 4K), 64 (64K, 4K) or
@@ -60,7 +80,7 @@ fn chunk_sizes() -> Result<ChunkSizes> {
 }
 
 impl VsvmData {
-    fn new() -> Result<impl PinInit<Self, Error>> {
+    fn new(debugfs: &debugfs::Dir, name: &CStr) -> Result<impl PinInit<Self, Error>> {
         let owner = KBox::new(0u8, GFP_KERNEL)?;
         // CAST: The parameter is in MiB; the product is checked.
         let size = usize::try_from(*module_parameters::vram_mb.value())?
@@ -76,10 +96,14 @@ impl VsvmData {
             )?,
             GFP_KERNEL,
         )?;
+        let dir = debugfs.subdir(name);
+        let shown = vram.clone();
         Ok(try_pin_init!(Self {
             _owner: owner,
             vram,
             chunks: chunk_sizes()?,
+            _vram_file <- dir.read_callback_file(c"vram", shown, &show_vram),
+            _debugfs: dir,
         }? Error))
     }
 }
@@ -120,6 +144,7 @@ const DEVICE_NAMES: [&CStr; 4] = [c"vsvm0", c"vsvm1", c"vsvm2", c"vsvm3"];
 /// its faux device goes, with the module.
 pub(crate) struct VsvmModule {
     _devices: KVec<faux::Registration>,
+    _debugfs: debugfs::Dir,
 }
 
 impl Module for VsvmModule {
@@ -128,13 +153,18 @@ impl Module for VsvmModule {
         if count == 0 || count > DEVICE_NAMES.len() {
             return Err(EINVAL);
         }
+        let debugfs = debugfs::Dir::new(c"vsvm");
         let mut devices = KVec::with_capacity(count, GFP_KERNEL)?;
         for name in &DEVICE_NAMES[..count] {
             let faux = faux::Registration::new(name, None)?;
-            let drm = drm::UnregisteredDevice::<VsvmDriver>::new(faux.as_ref(), VsvmData::new()?)?;
+            let data = VsvmData::new(&debugfs, name)?;
+            let drm = drm::UnregisteredDevice::<VsvmDriver>::new(faux.as_ref(), data)?;
             drm::Registration::new_foreign_owned(drm, faux.bound(), 0)?;
             devices.push(faux, GFP_KERNEL)?;
         }
-        Ok(Self { _devices: devices })
+        Ok(Self {
+            _devices: devices,
+            _debugfs: debugfs,
+        })
     }
 }
