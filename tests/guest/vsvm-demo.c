@@ -336,6 +336,41 @@ int main(void)
 			close(fd2);
 	}
 
+	/* Fault injection: a failed VRAM allocation or copy leaves the range where it was. */
+	{
+		uint8_t *raw2 = mmap(NULL, 2 * SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint8_t *g = (uint8_t *)(((uintptr_t)raw2 + SZ_2M - 1) & ~(SZ_2M - 1));
+		struct drm_vsvm_prefetch pf = {
+			.addr = (uintptr_t)g, .size = SZ_2M, .vm_id = create.vm_id,
+			.region = DRM_VSVM_REGION_VRAM,
+		};
+		struct drm_vsvm_inject inj = { .fail_allocs = 1 };
+		uint64_t moved[3];
+		int k;
+
+		memset(g, 0x11, SZ_2M);
+		for (k = 0; k < 3; k++) {
+			if (k == 1)
+				inj = (struct drm_vsvm_inject){ .fail_copies = 1 };
+			if (k == 2)
+				inj = (struct drm_vsvm_inject){ 0 };
+			ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
+			pf.pages_moved = 0;
+			moved[k] = ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf) ? ~0ULL : pf.pages_moved;
+		}
+		check(moved[0] == 0 && moved[1] == 0 && moved[2] == SZ_2M / PAGE,
+		      "injected allocation and copy failures leave the range in system memory, then it moves");
+		inj = (struct drm_vsvm_inject){ .fault_delay_us = 2000 };
+		ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
+		status = run(fd, create.vm_id, DRM_VSVM_OP_READ, g + SZ_2M / 2, PAGE, 0, NULL, &sum);
+		inj.fault_delay_us = 0;
+		ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
+		check(status == 0 && sum == 0x11UL * PAGE && g[0] == 0x11,
+		      "a delayed fault handler still resolves the fault");
+		inj.fault_delay_us = 1000000;
+		check(expect_errno(fd, DRM_IOCTL_VSVM_INJECT, &inj, EINVAL), "an excessive delay is EINVAL");
+	}
+
 	/* Bad input is refused. */
 	{
 		struct drm_vsvm_exec exec = { .count = 0, .vm_id = create.vm_id };

@@ -134,6 +134,7 @@ impl drm::Driver for VsvmDriver {
         (VSVM_MADVISE, drm_vsvm_madvise, ioctl::RENDER_ALLOW, File::madvise),
         (VSVM_SNAPSHOT, drm_vsvm_snapshot, ioctl::RENDER_ALLOW, File::snapshot),
         (VSVM_WAIT, drm_vsvm_wait, ioctl::RENDER_ALLOW, File::wait),
+        (VSVM_INJECT, drm_vsvm_inject, ioctl::RENDER_ALLOW, File::inject),
     }
 }
 

@@ -34,7 +34,12 @@ use kernel::{
         },
         Arc, Mutex,
     },
-    uapi, workqueue,
+    time::{
+        delay::fsleep,
+        Delta, //
+    },
+    uapi,
+    workqueue, //
 };
 
 use crate::{
@@ -213,6 +218,10 @@ impl Vm {
     /// Resolves a GPU fault at `addr`: finds or inserts the range, reads its pages and binds
     /// them, with the proof that they are still valid.
     fn resolve(&self, addr: usize, access: Access) -> Result {
+        let delay = self.vram.device().inject.fault_delay_us.load(Relaxed);
+        if delay > 0 {
+            fsleep(Delta::from_micros(delay.into()));
+        }
         let svm = &self.svm;
         svm.collect_garbage();
         let range = svm.find_or_insert(addr, self.span.clone())?;

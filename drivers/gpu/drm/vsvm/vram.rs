@@ -70,11 +70,33 @@ struct Shared {
     next_id: Atomic<u64>,
 }
 
+/// Faults to inject, for tests: counts of operations to fail, and a delay.
+pub(crate) struct Inject {
+    pub(crate) fail_allocs: Atomic<u32>,
+    pub(crate) fail_copies: Atomic<u32>,
+    pub(crate) fault_delay_us: Atomic<u32>,
+}
+
+impl Inject {
+    /// Takes one from `count` if it is not zero; returns whether it was.
+    pub(crate) fn take(count: &Atomic<u32>) -> bool {
+        let mut left = count.load(Relaxed);
+        while left > 0 {
+            match count.cmpxchg(left, left - 1, Relaxed) {
+                Ok(_) => return true,
+                Err(now) => left = now,
+            }
+        }
+        false
+    }
+}
+
 /// The VRAM of a device.
 pub(crate) struct Vram {
     buddy: GpuBuddy,
     backing: KVVec<Page>,
     shared: Arc<Shared>,
+    pub(crate) inject: Inject,
 }
 
 impl Vram {
@@ -103,6 +125,11 @@ impl Vram {
             buddy,
             backing,
             shared,
+            inject: Inject {
+                fail_allocs: Atomic::new(0),
+                fail_copies: Atomic::new(0),
+                fault_delay_us: Atomic::new(0),
+            },
         })
     }
 
@@ -144,6 +171,9 @@ impl Vram {
         mem: &DeviceMemory<Mirror>,
         npages: usize,
     ) -> Result<(VramBlocks, FreePages)> {
+        if Inject::take(&mem.device().inject.fail_allocs) {
+            return Err(ENOSPC);
+        }
         // CAST: Memory sizes fit in 64 bits.
         let size = (npages * PAGE_SIZE) as u64;
         let mut attempt = 0;
@@ -203,6 +233,9 @@ impl Vram {
         dst: &[usize],
         src: &[Option<BorrowedPage<'_>>],
     ) -> Result {
+        if Inject::take(&mem.device().inject.fail_copies) {
+            return Err(EIO);
+        }
         let mut buf = page_buffer()?;
         for (&pfn, page) in dst.iter().zip(src) {
             let vram = Self::backing(mem, pfn)?;
