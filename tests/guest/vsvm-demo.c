@@ -229,11 +229,25 @@ int main(void)
 
 			if (!ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf))
 				moved += pf.pages_moved;
+			/* The GPU keeps using the first 2 MiB: an mprotect round trip
+			 * unmaps it from the device, so each read faults and marks
+			 * its VRAM as recently used. */
+			mprotect(p, SZ_2M, PROT_READ);
+			mprotect(p, SZ_2M, PROT_READ | PROT_WRITE);
+			run(fd, create.vm_id, DRM_VSVM_OP_READ, p, PAGE, 0, NULL, NULL);
 		}
 		stats(fd, create.vm_id, "after VRAM pressure:");
 		ioctl(fd, DRM_IOCTL_VSVM_STATS, &st);
 		check(moved == size / PAGE && st.dev_vram_used <= st.dev_vram_size,
 		      "a working set larger than VRAM moves in whole, evicting older ranges");
+		{
+			struct drm_vsvm_pte pte[2];
+
+			check(snapshot(fd, create.vm_id, p, pte, 1) && pte[0].flags & DRM_VSVM_PTE_VRAM &&
+			      snapshot(fd, create.vm_id, p + SZ_2M, pte + 1, 1) &&
+			      !(pte[1].flags & DRM_VSVM_PTE_VRAM),
+			      "the range the GPU keeps using stays in VRAM, an older idle one was evicted");
+		}
 		for (i = 0; i < size; i++)
 			bad += p[i] != (uint8_t)(i / PAGE % 251 + 1);
 		check(bad == 0, "no data is lost through eviction");

@@ -242,7 +242,16 @@ impl Vm {
                 continue;
             };
             mapping.fill(valid.pfns(), valid.atomic())?;
+            let in_vram = valid
+                .pfns()
+                .iter()
+                .find(|p| p.device_private_owner().is_some())
+                .and_then(|p| p.pfn());
             svm.driver().pt.lock().bind(mapping, node);
+            drop(guard);
+            if let Some(pfn) = in_vram {
+                Vram::touch(&self.vram, pfn);
+            }
             return Ok(());
         }
         Err(EAGAIN)

@@ -2,7 +2,8 @@
 
 //! Simulated VRAM: device-private pages, each backed by a system page that a simulated copy
 //! engine reads and writes with the CPU, allocated with the GPU buddy allocator. When an
-//! allocation does not fit, the oldest allocations are evicted to system memory first.
+//! allocation does not fit, the least recently used allocations are evicted to system memory
+//! first; the GPU fault handler marks the allocations it maps as used.
 
 use kernel::{
     drm::gpusvm::{
@@ -62,7 +63,7 @@ struct Allocated {
 /// What the allocations and the work items that free them share.
 #[pin_data]
 struct Shared {
-    /// The allocations not freed yet, oldest first.
+    /// The allocations not freed yet, least recently used first.
     #[pin]
     allocated: Mutex<KVec<Allocated>>,
     /// Frees queued and not run yet.
@@ -133,8 +134,22 @@ impl Vram {
         })
     }
 
-    /// Evicts the oldest allocations, at least `npages` pages of them, and waits until their
-    /// blocks are back in the allocator.
+    /// Marks the allocation holding device page `pfn` of `mem` as the most recently used.
+    pub(crate) fn touch(mem: &DeviceMemory<Mirror>, pfn: usize) {
+        let mut allocated = mem.device().shared.allocated.lock();
+        let Some(i) = allocated.iter().position(|a| a.pfns.contains(&pfn)) else {
+            return;
+        };
+        if i + 1 < allocated.len() {
+            if let Ok(used) = allocated.remove(i) {
+                // The room it left is reused: no allocation.
+                let _ = allocated.push_within_capacity(used);
+            }
+        }
+    }
+
+    /// Evicts the least recently used allocations, at least `npages` pages of them, and waits
+    /// until their blocks are back in the allocator.
     fn evict_oldest(mem: &DeviceMemory<Mirror>, npages: usize) {
         let shared = &mem.device().shared;
         let mut victims = KVec::new();
