@@ -374,6 +374,24 @@ int main(void)
 		}
 		check(moved[0] == 0 && moved[1] == 0 && moved[2] == SZ_2M / PAGE,
 		      "injected allocation and copy failures leave the range in system memory, then it moves");
+		{
+			struct drm_vsvm_pte pte[2];
+
+			/* A partial migration: the range ends up mixed, the GPU still reads all of it. */
+			pf.region = DRM_VSVM_REGION_SYSTEM;
+			pf.pages_moved = 0;
+			ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf);
+			inj = (struct drm_vsvm_inject){ .partial_migrations = 1 };
+			ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
+			pf.region = DRM_VSVM_REGION_VRAM;
+			pf.pages_moved = 0;
+			status = ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf);
+			status |= run(fd, create.vm_id, DRM_VSVM_OP_READ, g, SZ_2M, 0, NULL, &sum);
+			check(status == 0 && pf.pages_moved == SZ_2M / PAGE - 1 && sum == 0x11UL * SZ_2M &&
+			      snapshot(fd, create.vm_id, g, pte, 2) && !(pte[0].flags & DRM_VSVM_PTE_VRAM) &&
+			      pte[1].flags & DRM_VSVM_PTE_VRAM,
+			      "a partial migration leaves a mixed range the GPU reads in whole");
+		}
 		inj = (struct drm_vsvm_inject){ .fault_delay_us = 2000 };
 		ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
 		status = run(fd, create.vm_id, DRM_VSVM_OP_READ, g + SZ_2M / 2, PAGE, 0, NULL, &sum);

@@ -314,6 +314,16 @@ struct drm_vsvm_inject {
 
 	/** @flags: Must be zero. */
 	__u32 flags;
+
+	/**
+	 * @partial_migrations: The next this many migrations to VRAM end
+	 * partial: the first page that moved is sent back to system memory,
+	 * leaving the range mixed.
+	 */
+	__u32 partial_migrations;
+
+	/** @pad: Must be zero. */
+	__u32 pad;
 };
 
 /**

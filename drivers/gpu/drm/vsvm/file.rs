@@ -331,13 +331,16 @@ impl File {
         req: &mut uapi::drm_vsvm_inject,
         _file: &drm::File<File>,
     ) -> Result<u32> {
-        if req.flags != 0 || req.fault_delay_us > MAX_FAULT_DELAY_US {
+        if req.flags != 0 || req.pad != 0 || req.fault_delay_us > MAX_FAULT_DELAY_US {
             return Err(EINVAL);
         }
         let inject = &dev.vram.device().inject;
         inject.fail_allocs.store(req.fail_allocs, Relaxed);
         inject.fail_copies.store(req.fail_copies, Relaxed);
         inject.fault_delay_us.store(req.fault_delay_us, Relaxed);
+        inject
+            .partial_migrations
+            .store(req.partial_migrations, Relaxed);
         Ok(0)
     }
 

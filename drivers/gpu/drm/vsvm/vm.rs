@@ -54,6 +54,7 @@ use crate::{
         Pte, //
     },
     vram::{
+        Inject,
         Vram,
         VramBlocks, //
     },
@@ -228,7 +229,7 @@ impl Vm {
         let attrs = self.attrs_at(addr);
         if attrs.prefer_vram {
             // What cannot move is served from system memory.
-            let _ = svm.migrate_to_vram(&range, &self.vram);
+            self.migrate(&range);
         }
         let fault = access.fault(&attrs, &self.vram);
         for _ in 0..MAX_FAULTS_PER_ACCESS {
@@ -483,6 +484,35 @@ impl Vm {
         }
     }
 
+    /// Migrates `range` to VRAM; what cannot move stays, which is no error. Returns how many
+    /// pages moved. With a partial migration injected, the first page that moved is sent back
+    /// by physical page, leaving the range mixed.
+    fn migrate(&self, range: &Range<Mirror>) -> usize {
+        let moved = self.svm.migrate_to_vram(range, &self.vram).unwrap_or(0);
+        if moved == 0 || !Inject::take(&self.vram.device().inject.partial_migrations) {
+            return moved;
+        }
+        match self
+            .first_vram_pfn(range)
+            .map(|pfn| self.vram.evict(&[pfn]))
+        {
+            Some(Ok(1)) => moved - 1,
+            _ => moved,
+        }
+    }
+
+    /// The first page of `range` in this VM's VRAM, if there is one.
+    fn first_vram_pfn(&self, range: &Range<Mirror>) -> Option<usize> {
+        self.svm.get_pages(range, &Fault::read()).ok()?;
+        let guard = self.svm.notifier_read();
+        let valid = self.svm.pages_valid(range, &guard)?;
+        valid
+            .pfns()
+            .iter()
+            .find(|p| p.device_private_owner().is_some())
+            .and_then(|p| p.pfn())
+    }
+
     /// Migrates the ranges over `span` to `region`. Returns how many pages moved.
     pub(crate) fn prefetch(&self, span: Span<usize>, region: u32) -> Result<u64> {
         let svm = &self.svm;
@@ -493,9 +523,7 @@ impl Vm {
             let range = svm.find_or_insert(addr, self.span.clone())?;
             // Pages that cannot move stay where they are: no error.
             moved += match region {
-                uapi::drm_vsvm_region_DRM_VSVM_REGION_VRAM => {
-                    svm.migrate_to_vram(&range, &self.vram).unwrap_or(0)
-                }
+                uapi::drm_vsvm_region_DRM_VSVM_REGION_VRAM => self.migrate(&range),
                 _ => svm.evict_range(&range, &self.vram)?,
             };
             addr = range.span().end;

@@ -76,6 +76,7 @@ pub(crate) struct Inject {
     pub(crate) fail_allocs: Atomic<u32>,
     pub(crate) fail_copies: Atomic<u32>,
     pub(crate) fault_delay_us: Atomic<u32>,
+    pub(crate) partial_migrations: Atomic<u32>,
 }
 
 impl Inject {
@@ -130,6 +131,7 @@ impl Vram {
                 fail_allocs: Atomic::new(0),
                 fail_copies: Atomic::new(0),
                 fault_delay_us: Atomic::new(0),
+                partial_migrations: Atomic::new(0),
             },
         })
     }
