@@ -133,6 +133,18 @@ int main(void)
 		return 1;
 	check(!ioctl(fd, DRM_IOCTL_VSVM_VM_CREATE, &create) && create.vm_id, "a VM mirrors the process");
 
+	/* malloc'd memory, handed to the GPU as it is. */
+	{
+		size_t n = 3 * PAGE + 123;
+		uint8_t *m = malloc(n);
+
+		status = m ? run(fd, create.vm_id, DRM_VSVM_OP_WRITE, m, n, 0x6b, NULL, NULL) : -ENOMEM;
+		for (i = 0; m && i < n && m[i] == 0x6b; i++)
+			;
+		check(status == 0 && i == n, "the GPU writes a malloc'd buffer the CPU then reads");
+		free(m);
+	}
+
 	/* A 2M-aligned buffer the CPU never touched. */
 	raw = mmap(NULL, BUF_SIZE + SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	buf = (uint8_t *)(((uintptr_t)raw + SZ_2M - 1) & ~(SZ_2M - 1));

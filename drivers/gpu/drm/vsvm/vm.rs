@@ -19,6 +19,7 @@ use kernel::{
         mmu_notifier::Event,
         MmWithUser, //
     },
+    new_condvar,
     new_mutex,
     page::{
         BorrowedPage,
@@ -32,7 +33,9 @@ use kernel::{
             Atomic,
             Relaxed, //
         },
-        Arc, Mutex,
+        Arc,
+        CondVar,
+        Mutex, //
     },
     time::{
         delay::fsleep,
@@ -93,6 +96,15 @@ impl Access {
             Access::Atomic => Fault::atomic(attrs.atomic, Some(vram)),
         }
     }
+}
+
+/// A GPU page fault in the fault queue: resolved by the fault handler, waited for by the engine.
+#[pin_data]
+struct PageFault {
+    #[pin]
+    result: Mutex<Option<Result>>,
+    #[pin]
+    resolved: CondVar,
 }
 
 /// The memory attributes of a span of a VM.
@@ -258,10 +270,35 @@ impl Vm {
         Err(EAGAIN)
     }
 
+    /// Raises a GPU page fault at `addr` for `access` into the fault queue, and waits until the
+    /// fault handler (a work item, as a fault interrupt's bottom half would be) resolved it.
+    fn raise_fault(self: &Arc<Self>, addr: usize, access: Access) -> Result {
+        let fault = Arc::pin_init(
+            pin_init!(PageFault {
+                result <- new_mutex!(None, "vsvm_fault"),
+                resolved <- new_condvar!("vsvm_fault_resolved"),
+            }),
+            GFP_KERNEL,
+        )?;
+        let (vm, raised) = (self.clone(), fault.clone());
+        workqueue::system_dfl().try_spawn(GFP_KERNEL, move || {
+            let result = vm.resolve(addr, access);
+            *raised.result.lock() = Some(result);
+            raised.resolved.notify_all();
+        })?;
+        let mut result = fault.result.lock();
+        loop {
+            if let Some(result) = result.take() {
+                return result;
+            }
+            fault.resolved.wait(&mut result);
+        }
+    }
+
     /// Runs `f` on the page at `addr` with the access `access`, faulting it in as needed. `f`
     /// runs with the page table locked, so no invalidation can take the page away meanwhile.
     fn access<R>(
-        &self,
+        self: &Arc<Self>,
         addr: usize,
         access: Access,
         f: impl FnOnce(&Page, usize) -> Result<R>,
@@ -288,7 +325,7 @@ impl Vm {
                 }
             }
             mirror.gpu_faults.fetch_add(1, Relaxed);
-            match self.resolve(page_addr, access) {
+            match self.raise_fault(page_addr, access) {
                 // No mapping there, or outside the VM: a bad address.
                 Err(e) if e == ENOENT => return Err(EFAULT),
                 res => res?,
@@ -303,7 +340,7 @@ impl Vm {
     }
 
     /// The engine: runs the operations of a job in order, up to the first that fails.
-    pub(crate) fn run_all(&self, ops: &mut [Op]) -> Outcome {
+    pub(crate) fn run_all(self: &Arc<Self>, ops: &mut [Op]) -> Outcome {
         let mut outcome = Outcome {
             status: 0,
             ops_done: 0,
@@ -356,7 +393,7 @@ impl Vm {
     }
 
     /// The engine: runs one operation. Returns its result.
-    fn run(&self, op: &uapi::drm_vsvm_op) -> Result<u64> {
+    fn run(self: &Arc<Self>, op: &uapi::drm_vsvm_op) -> Result<u64> {
         match op.kind {
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_WRITE => {
                 // CAST: The low byte is the value to write.
