@@ -97,10 +97,10 @@ static void stats(int fd, uint32_t vm, const char *step)
 	       step, s.gpu_faults, s.faults_2m, s.faults_64k, s.faults_4k,
 	       s.retries, s.invalidations, s.gc_runs, s.gc_ranges, s.ranges,
 	       s.bound_pages);
-	printf("vsvm: %-24s to VRAM %llu migrations %llu KiB, evicted %llu KiB; CPU faults on VRAM %llu, %llu KiB back; VRAM used %llu of %llu KiB\n",
+	printf("vsvm: %-24s to VRAM %llu migrations %llu KiB, evicted %llu KiB; CPU faults on VRAM %llu, %llu KiB back; device evictions %llu, %llu KiB; VRAM used %llu of %llu KiB\n",
 	       "", s.migrations_to_vram, s.bytes_to_vram >> 10, s.bytes_evicted >> 10,
-	       s.dev_cpu_faults, s.dev_bytes_cpu_faulted >> 10,
-	       s.dev_vram_used >> 10, s.dev_vram_size >> 10);
+	       s.dev_cpu_faults, s.dev_bytes_cpu_faulted >> 10, s.dev_evictions,
+	       s.dev_bytes_evicted >> 10, s.dev_vram_used >> 10, s.dev_vram_size >> 10);
 }
 
 /* Reads the device page table entries of n pages from addr. */
@@ -250,7 +250,8 @@ int main(void)
 		}
 		stats(fd, create.vm_id, "after VRAM pressure:");
 		ioctl(fd, DRM_IOCTL_VSVM_STATS, &st);
-		check(moved == size / PAGE && st.dev_vram_used <= st.dev_vram_size,
+		check(moved == size / PAGE && st.dev_vram_used <= st.dev_vram_size &&
+		      st.dev_evictions > 0 && st.dev_bytes_evicted >= 4 * SZ_2M,
 		      "a working set larger than VRAM moves in whole, evicting older ranges");
 		{
 			struct drm_vsvm_pte pte[2];

@@ -387,8 +387,14 @@ struct drm_vsvm_stats {
 	/** @dev_vram_size: Out: bytes of VRAM the device has. */
 	__u64 dev_vram_size;
 
+	/** @dev_evictions: Out: evictions of the device's VRAM by physical page. */
+	__u64 dev_evictions;
+
+	/** @dev_bytes_evicted: Out: bytes those evictions moved to system memory. */
+	__u64 dev_bytes_evicted;
+
 	/** @reserved: Must be zero. */
-	__u64 reserved[5];
+	__u64 reserved[3];
 };
 
 #define DRM_VSVM_VM_CREATE		0x00

@@ -593,6 +593,8 @@ impl Vm {
         stats.bytes_evicted = s.bytes_evicted.get();
         let d = self.vram.stats();
         stats.dev_cpu_faults = d.cpu_faults.get();
+        stats.dev_evictions = d.evictions.get();
+        stats.dev_bytes_evicted = d.bytes_evicted.get();
         stats.dev_bytes_cpu_faulted = d.bytes_cpu_faulted.get();
         // CAST: Sizes of memory fit in 64 bits.
         stats.dev_vram_used = d.pages_in_use.get() * PAGE_SIZE as u64;
