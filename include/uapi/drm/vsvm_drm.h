@@ -115,8 +115,9 @@ struct drm_vsvm_op {
  * operation that failed (-EFAULT for an address with no mapping, -EPERM for a
  * write to read-only memory, -ENODEV when the VM or the file went away), with
  * @ops_done the number of operations completed before it. With it, the job
- * is queued (-ENOSPC with %DRM_VSVM_MAX_JOBS jobs not waited for) and
- * @job_id names it.
+ * is queued and @job_id names it. Either way the engine, a kernel worker,
+ * runs the job; -ENOSPC when the VM has %DRM_VSVM_MAX_JOBS jobs not waited
+ * for.
  */
 struct drm_vsvm_exec {
 	/** @ops: User pointer to an array of &struct drm_vsvm_op. */

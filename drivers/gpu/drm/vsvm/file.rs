@@ -212,11 +212,14 @@ impl File {
             op.validate()?;
             ops.push(op, GFP_KERNEL)?;
         }
+        // The engine runs every job; a synchronous one is waited for here.
+        let job = vm.submit(ops, req.ops)?;
         if req.flags & uapi::DRM_VSVM_EXEC_ASYNC != 0 {
-            req.job_id = vm.submit(ops, req.ops)?;
+            req.job_id = job.id();
             return Ok(0);
         }
-        let outcome = vm.run_all(&mut ops);
+        let (outcome, ops) = job.wait_done();
+        vm.reap(job.id());
         write_results(req.ops, &ops)?;
         req.status = outcome.status;
         req.ops_done = outcome.ops_done;

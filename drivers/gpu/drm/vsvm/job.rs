@@ -114,6 +114,18 @@ impl Job {
         self.ended.notify_all();
     }
 
+    /// Waits for the job to end, without a limit and without being interrupted (the caller
+    /// runs the job synchronously), and returns its outcome and operations.
+    pub(crate) fn wait_done(&self) -> (Outcome, KVec<Op>) {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(outcome) = state.outcome {
+                return (outcome, core::mem::take(&mut state.ops));
+            }
+            self.ended.wait(&mut state);
+        }
+    }
+
     /// Waits for the job to end, for `timeout_ns` nanoseconds (negative: without limit), and
     /// returns its outcome and operations. Fails with [`ETIMEDOUT`] or [`ERESTARTSYS`].
     pub(crate) fn wait(&self, timeout_ns: i64) -> Result<(Outcome, KVec<Op>)> {

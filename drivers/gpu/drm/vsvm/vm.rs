@@ -358,8 +358,8 @@ impl Vm {
         outcome
     }
 
-    /// Queues `ops` as an asynchronous job whose results go to `user_ops`. Returns its id.
-    pub(crate) fn submit(self: &Arc<Self>, ops: KVec<Op>, user_ops: u64) -> Result<u64> {
+    /// Queues `ops` as a job for the engine, whose results go to `user_ops`.
+    pub(crate) fn submit(self: &Arc<Self>, ops: KVec<Op>, user_ops: u64) -> Result<Arc<Job>> {
         let job = {
             let mut jobs = self.jobs.lock();
             let id = jobs.1;
@@ -378,7 +378,7 @@ impl Vm {
             self.jobs.lock().0.retain(|j| !Arc::ptr_eq(j, &job));
             return Err(ENOMEM);
         }
-        Ok(job.id())
+        Ok(job)
     }
 
     /// The asynchronous job `id`.
