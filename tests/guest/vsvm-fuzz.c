@@ -6,7 +6,6 @@
  * mapping). Seeded and reproducible. Afterwards the device must still work.
  * Prints TAP lines ("ok - ..." / "not ok - ..."); exit 0 when all passed.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -19,6 +18,8 @@
 
 #include <drm/drm.h>
 #include <drm/vsvm_drm.h>
+
+#include "vsvm-util.h"
 
 #define CALLS 20000
 #define SCRATCH (1UL << 20)
@@ -37,28 +38,7 @@ static uint64_t rnd(void)
 
 static int open_vsvm(void)
 {
-	char path[64], name[32];
-	struct dirent *e;
-	DIR *d = opendir("/dev/dri");
-	int found = -1;
-
-	while (d && (e = readdir(d)) && found < 0) {
-		struct drm_version v = { .name = name, .name_len = sizeof(name) - 1 };
-		int fd;
-
-		if (strncmp(e->d_name, "renderD", 7))
-			continue;
-		snprintf(path, sizeof(path), "/dev/dri/%s", e->d_name);
-		fd = open(path, O_RDWR);
-		memset(name, 0, sizeof(name));
-		if (fd >= 0 && !ioctl(fd, DRM_IOCTL_VERSION, &v) && !strcmp(name, "vsvm"))
-			found = fd;
-		else if (fd >= 0)
-			close(fd);
-	}
-	if (d)
-		closedir(d);
-	return found;
+	return vsvm_open(0);
 }
 
 /* A plausible address: in the scratch mapping, or anything. */

@@ -143,7 +143,6 @@ impl PageTable {
 
     /// Removes the mappings that overlap `span`.
     fn remove(&mut self, span: &Range<usize>) {
-        self.zap(span);
         let mut cursor = span
             .start
             .checked_add(1)

@@ -296,6 +296,18 @@ mod tests {
         Ok(bad)
     }
 
+    type MockSvm = Arc<GpuSvm<Mock>>;
+
+    /// Simulated device memory, a 4M buffer (which contains an aligned 2M) filled by `fill`, and
+    /// a GPU SVM of its address space.
+    fn filled_with_vram() -> Result<(Arc<DeviceMemory<Mock>>, UserMapping, MockSvm)> {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        Ok((mem, map, svm))
+    }
+
     /// A 2M buffer filled by `fill`, its range migrated to `mem` (every page moved) and bound.
     /// Returns the mapping (4M, to contain an aligned 2M) and the index of the range's first page.
     fn migrated(
@@ -500,10 +512,7 @@ mod tests {
 
     #[test]
     fn cpu_access_migrates_back_without_the_migrate_lock() -> Result {
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let (r, first) = migrated(&svm, &mem, &map)?;
         assert_eq!(svm.stats().migrations_to_vram.get(), 1);
         assert_eq!(svm.stats().bytes_to_vram.get(), SZ_2M as u64);
@@ -536,10 +545,7 @@ mod tests {
 
     #[test]
     fn two_threads_faulting_one_range_migrate_it_once() -> Result {
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let first = aligned_page(&map);
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
         let done = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
@@ -572,10 +578,7 @@ mod tests {
 
     #[test]
     fn a_pinned_page_makes_migration_partial_and_the_gpu_still_gets_every_page() -> Result {
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let first = aligned_page(&map);
         let pinned = map.pin(first + 3)?;
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
@@ -593,10 +596,7 @@ mod tests {
 
     #[test]
     fn a_failed_copy_leaves_the_range_in_system_memory() -> Result {
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let first = aligned_page(&map);
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
         mem.device().fail_copies.store(1, Relaxed);
@@ -611,10 +611,7 @@ mod tests {
 
     #[test]
     fn munmap_in_a_migrated_range_frees_its_device_pages() -> Result {
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let (r, first) = migrated(&svm, &mem, &map)?;
         let middle = first + r.npages() / 2;
         map.unmap(middle, 1)?;
@@ -640,10 +637,7 @@ mod tests {
 
     #[test]
     fn mremap_of_a_migrated_buffer_keeps_its_data_and_drops_the_old_range() -> Result {
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let (r, first) = migrated(&svm, &mem, &map)?;
         let target = UserMapping::new(map.len() / PAGE_SIZE)?;
         map.move_to(&target)?;
@@ -667,10 +661,7 @@ mod tests {
 
     #[test]
     fn range_eviction_brings_the_pages_back() -> Result {
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let (r, first) = migrated(&svm, &mem, &map)?;
         assert_eq!(svm.evict_range(&r, &mem)?, r.npages());
         assert_eq!(svm.driver().bound_in_vram(), 0);
@@ -724,10 +715,7 @@ mod tests {
 
     #[test]
     fn atomics_under_the_vram_policy_migrate_the_range() -> Result {
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let first = aligned_page(&map);
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
         svm.get_pages(&r, &Fault::atomic(AtomicPolicy::Vram, Some(&mem)))?;
@@ -750,10 +738,7 @@ mod tests {
         let reg = faux::Registration::new(c_str!("rust-gpusvm-test"), None)?;
         // SAFETY: Nothing maps or allocates DMA memory for the device yet.
         unsafe { reg.dma_coerce_mask_and_coherent(DmaMask::new::<64>())? };
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let first = aligned_page(&map);
         let pinned = map.pin(first + 1)?;
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
@@ -800,10 +785,7 @@ mod tests {
 
     #[test]
     fn fork_of_a_migrated_buffer_keeps_the_data_in_parent_and_child() -> Result {
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let (r, first) = migrated(&svm, &mem, &map)?;
         let pages = first..first + r.npages();
 
@@ -831,10 +813,7 @@ mod tests {
 
     #[test]
     fn teardown_with_ranges_in_device_memory_frees_everything() -> Result {
-        let mem = vram()?;
-        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
-        fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = svm(&map)?;
+        let (mem, map, svm) = filled_with_vram()?;
         let (r, first) = migrated(&svm, &mem, &map)?;
         drop(r);
         drop(svm);
