@@ -113,7 +113,9 @@ struct drm_vsvm_op {
  * Without %DRM_VSVM_EXEC_ASYNC the ioctl returns 0 once the job ran; whether
  * it succeeded is in @status: 0, or the negative error code of the first
  * operation that failed (-EFAULT for an address with no mapping, -EPERM for a
- * write to read-only memory, -ENODEV when the VM or the file went away), with
+ * write to read-only memory, -ENODEV when the VM or the file went away,
+ * -EAGAIN when a page was taken away again each of the 16 times the engine
+ * faulted it in, e.g. by a CPU thread writing it without pause), with
  * @ops_done the number of operations completed before it. With it, the job
  * is queued and @job_id names it. Either way the engine, a kernel worker,
  * runs the job; -ENOSPC when the VM has %DRM_VSVM_MAX_JOBS jobs not waited

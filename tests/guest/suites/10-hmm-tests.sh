@@ -4,6 +4,9 @@
 # lib/test_hmm, device-private and device-coherent variants. Results other
 # than "ok" must be listed in /hmm-tests.exceptions with their reason.
 
+# shellcheck source=/dev/null # the guest side of tests/guest/lib.sh
+. /lib.sh
+
 tap=/tmp/hmm-tests.tap
 
 # Prints the expected result (skip or fail) of test $1, if it is listed.
@@ -32,23 +35,33 @@ while read -r line; do
 	name=$(echo "$line" | sed 's/^\(not \)*ok [0-9]* \([^ ]*\).*/\2/')
 	expected=$(exception "$name")
 	case "$line:$expected" in
-	"ok "*"# SKIP"*:skip) skip=$((skip + 1)) ;;
+	"ok "*"# SKIP"*:skip)
+		skip=$((skip + 1))
+		result "hmm-tests@$name" skip "listed in hmm-tests.exceptions"
+		;;
 	"ok "*"# SKIP"*:*)
 		echo "svm: hmm-tests: unexpected skip: $line"
 		fail=$((fail + 1))
+		result "hmm-tests@$name" fail "unexpected skip"
 		;;
 	"ok "*:fail)
 		echo "svm: hmm-tests: known failure passed, update the exceptions: $name"
 		pass=$((pass + 1))
+		result "hmm-tests@$name" pass
 		;;
-	"ok "*) pass=$((pass + 1)) ;;
+	"ok "*)
+		pass=$((pass + 1))
+		result "hmm-tests@$name" pass
+		;;
 	"not ok "*:fail)
 		echo "svm: hmm-tests: known failure: $name"
 		known=$((known + 1))
+		result "hmm-tests@$name" skip "known failure, see hmm-tests.exceptions"
 		;;
 	*)
 		echo "svm: hmm-tests: $line"
 		fail=$((fail + 1))
+		result "hmm-tests@$name" fail
 		;;
 	esac
 done <$tap

@@ -4,26 +4,8 @@
 # crash, or an exit status that disagrees with the lines, is a failure.
 # After each program, every device's VRAM must be free again (debugfs).
 
-# Prints a result line for each device: no VRAM left in use once the
-# program's process is gone.
-vram_released() {
-	for f in /sys/kernel/debug/vsvm/*/vram; do
-		dev=$(basename "$(dirname "$f")")
-		# Frees of device memory finish in a work item: give them a moment.
-		for _ in 1 2 3 4 5; do
-			grep -q '^used_bytes: 0$' "$f" && break
-			sleep 1
-		done
-		used=$(sed -n 's/^used_bytes: //p' "$f")
-		allocs=$(sed -n 's/^allocations: //p' "$f")
-		releases=$(sed -n 's/^releases: //p' "$f")
-		if [ "$used" = 0 ] && [ "$allocs" = "$releases" ]; then
-			echo "ok - $dev: all VRAM free again ($allocs allocations released)"
-		else
-			echo "not ok - $dev: VRAM left in use: $used bytes, $allocs allocations, $releases released"
-		fi
-	done
-}
+# shellcheck source=/dev/null # the guest side of tests/guest/lib.sh
+. /lib.sh
 
 # Runs program $2 as suite $1.
 tap_suite() {
@@ -32,6 +14,14 @@ tap_suite() {
 	rc=$?
 	vram_released >>"$out"
 	cat "$out"
+	n=0
+	grep -E '^(not )?ok - ' "$out" | while read -r line; do
+		n=$((n + 1))
+		case "$line" in
+		ok*) result "$1@$n" pass "${line#ok - }" ;;
+		*) result "$1@$n" fail "${line#not ok - }" ;;
+		esac
+	done
 	pass=$(grep -c '^ok - ' "$out")
 	fail=$(grep -c '^not ok - ' "$out")
 	note=""

@@ -812,6 +812,38 @@ mod tests {
     }
 
     #[test]
+    fn a_write_after_fork_does_not_get_shared_device_pages() -> Result {
+        let (mem, map, svm) = filled_with_vram()?;
+        let (r, first) = migrated(&svm, &mem, &map)?;
+
+        // The child leaves its copy alone: the parent's device entries stay read-only (shared
+        // copy-on-write), and HMM reports them as they are.
+        in_forked_child(&mut || Ok(()))?;
+        svm.get_pages(&r, &Fault::read())?;
+        {
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            assert!(valid
+                .pfns()
+                .iter()
+                .all(|p| p.device_private_owner().is_some() && !p.is_writable()));
+        }
+
+        // A write must not bind them: it gets writable pages of its own.
+        svm.get_pages(&r, &Fault::write())?;
+        {
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            assert!(valid.pfns().iter().all(|p| p.is_valid() && p.is_writable()));
+        }
+        assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
+        drop(svm);
+        map.unmap(0, map.len() / PAGE_SIZE)?;
+        assert_nothing_leaked(&mem);
+        Ok(())
+    }
+
+    #[test]
     fn teardown_with_ranges_in_device_memory_frees_everything() -> Result {
         let (mem, map, svm) = filled_with_vram()?;
         let (r, first) = migrated(&svm, &mem, &map)?;

@@ -129,7 +129,7 @@ impl<T: Driver> GpuSvm<T> {
         pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
         // Room for the mappings, made under the notifier lock where nothing may allocate.
         let mut dma = KVec::with_capacity(fault.dma.map_or(0, |_| npages), GFP_KERNEL)?;
-        let request = Request::fault(fault.write).owner(self.owner);
+        let mut request = Request::fault(fault.write).owner(self.owner);
         let start = Instant::<Monotonic>::now();
         while start.elapsed() < GET_PAGES_TIMEOUT {
             let seq = notifier.read_begin();
@@ -146,6 +146,14 @@ impl<T: Driver> GpuSvm<T> {
                     continue;
                 }
                 res => res?,
+            }
+            if fault.write && pfns.iter().any(|p| self.read_only_device_page(p)) {
+                // HMM reports our own device pages as they are, also read-only ones (shared
+                // copy-on-write since a fork), which no write may use. Faulted without the owner
+                // they come back to system memory, where the write fault breaks the sharing.
+                request = Request::fault(true);
+                self.stats.retries.add(1);
+                continue;
             }
             let _guard = self.notifier_lock.write();
             if notifier.read_retry(&seq) {
@@ -171,6 +179,11 @@ impl<T: Driver> GpuSvm<T> {
             return Ok(());
         }
         Err(EBUSY)
+    }
+
+    /// Whether `pfn` is a page of our device memory the CPU maps read-only.
+    fn read_only_device_page(&self, pfn: &HmmPfn) -> bool {
+        pfn.device_private_owner() == Some(self.owner) && !pfn.is_writable()
     }
 
     /// Maps system page `pfn` for DMA by `dev`; device pages and holes are not mapped.

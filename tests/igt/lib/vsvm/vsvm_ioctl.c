@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: MIT
+/* vsvm ioctl helpers in IGT's style. */
+#include <sys/mman.h>
+
+#include "igt.h"
+#include "vsvm_ioctl.h"
+
+int __vsvm_vm_create(int fd, uint64_t start, uint64_t size, uint32_t *vm)
+{
+	struct drm_vsvm_vm_create create = { .start = start, .size = size };
+
+	if (igt_ioctl(fd, DRM_IOCTL_VSVM_VM_CREATE, &create))
+		return -errno;
+	*vm = create.vm_id;
+	return 0;
+}
+
+/* A VM mirroring the whole user address space but the zero page. */
+uint32_t vsvm_vm_create(int fd)
+{
+	uint32_t vm = 0;
+
+	igt_assert_eq(__vsvm_vm_create(fd, VSVM_PAGE, (1ULL << 47) - VSVM_PAGE, &vm), 0);
+	igt_assert(vm);
+	return vm;
+}
+
+void vsvm_vm_destroy(int fd, uint32_t vm)
+{
+	struct drm_vsvm_vm_destroy destroy = { .vm_id = vm };
+
+	do_ioctl(fd, DRM_IOCTL_VSVM_VM_DESTROY, &destroy);
+}
+
+/* Runs a job to its end; returns its status, or -errno if it did not run. */
+int __vsvm_exec(int fd, uint32_t vm, struct drm_vsvm_op *ops, uint32_t count)
+{
+	struct drm_vsvm_exec exec = { .ops = (uintptr_t)ops, .count = count, .vm_id = vm };
+
+	if (igt_ioctl(fd, DRM_IOCTL_VSVM_EXEC, &exec))
+		return -errno;
+	return exec.status;
+}
+
+void vsvm_exec(int fd, uint32_t vm, struct drm_vsvm_op *ops, uint32_t count)
+{
+	igt_assert_eq(__vsvm_exec(fd, vm, ops, count), 0);
+}
+
+uint64_t vsvm_exec_async(int fd, uint32_t vm, struct drm_vsvm_op *ops, uint32_t count)
+{
+	struct drm_vsvm_exec exec = {
+		.ops = (uintptr_t)ops, .count = count, .vm_id = vm, .flags = DRM_VSVM_EXEC_ASYNC,
+	};
+
+	do_ioctl(fd, DRM_IOCTL_VSVM_EXEC, &exec);
+	igt_assert(exec.job_id);
+	return exec.job_id;
+}
+
+/* Waits for an asynchronous job; returns its status, or -errno. */
+int __vsvm_wait(int fd, uint32_t vm, uint64_t job, int64_t timeout_ns, uint32_t *ops_done)
+{
+	struct drm_vsvm_wait wait = { .job_id = job, .timeout_ns = timeout_ns, .vm_id = vm };
+
+	if (igt_ioctl(fd, DRM_IOCTL_VSVM_WAIT, &wait))
+		return -errno;
+	if (ops_done)
+		*ops_done = wait.ops_done;
+	return wait.status;
+}
+
+static int one_op(int fd, uint32_t vm, struct drm_vsvm_op op, uint64_t *result)
+{
+	int ret = __vsvm_exec(fd, vm, &op, 1);
+
+	if (!ret && result)
+		*result = op.result;
+	return ret;
+}
+
+int __vsvm_write(int fd, uint32_t vm, void *addr, uint64_t size, uint8_t byte)
+{
+	return one_op(fd, vm, (struct drm_vsvm_op){ .kind = DRM_VSVM_OP_WRITE,
+		      .addr = (uintptr_t)addr, .size = size, .value = byte }, NULL);
+}
+
+void vsvm_write(int fd, uint32_t vm, void *addr, uint64_t size, uint8_t byte)
+{
+	igt_assert_eq(__vsvm_write(fd, vm, addr, size, byte), 0);
+}
+
+/* The GPU's sum of the bytes of a span. */
+int __vsvm_read(int fd, uint32_t vm, const void *addr, uint64_t size, uint64_t *sum)
+{
+	return one_op(fd, vm, (struct drm_vsvm_op){ .kind = DRM_VSVM_OP_READ,
+		      .addr = (uintptr_t)addr, .size = size }, sum);
+}
+
+uint64_t vsvm_read(int fd, uint32_t vm, const void *addr, uint64_t size)
+{
+	uint64_t sum = 0;
+
+	igt_assert_eq(__vsvm_read(fd, vm, addr, size, &sum), 0);
+	return sum;
+}
+
+int __vsvm_atomic_add(int fd, uint32_t vm, uint64_t *addr, uint64_t value, uint64_t *old)
+{
+	return one_op(fd, vm, (struct drm_vsvm_op){ .kind = DRM_VSVM_OP_ATOMIC_ADD,
+		      .addr = (uintptr_t)addr, .size = 8, .value = value }, old);
+}
+
+int __vsvm_copy(int fd, uint32_t vm, void *dst, const void *src, uint64_t size)
+{
+	return one_op(fd, vm, (struct drm_vsvm_op){ .kind = DRM_VSVM_OP_COPY,
+		      .addr = (uintptr_t)dst, .size = size, .src = (uintptr_t)src }, NULL);
+}
+
+int __vsvm_prefetch(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t region,
+		    uint64_t *pages_moved)
+{
+	struct drm_vsvm_prefetch pf = {
+		.addr = (uintptr_t)addr, .size = size, .vm_id = vm, .region = region,
+	};
+
+	if (igt_ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf))
+		return -errno;
+	if (pages_moved)
+		*pages_moved = pf.pages_moved;
+	return 0;
+}
+
+uint64_t vsvm_prefetch(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t region)
+{
+	uint64_t moved = 0;
+
+	igt_assert_eq(__vsvm_prefetch(fd, vm, addr, size, region, &moved), 0);
+	return moved;
+}
+
+void vsvm_madvise(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t preferred,
+		  uint32_t atomic)
+{
+	struct drm_vsvm_madvise adv = {
+		.addr = (uintptr_t)addr, .size = size, .vm_id = vm,
+		.preferred = preferred, .atomic = atomic,
+	};
+
+	do_ioctl(fd, DRM_IOCTL_VSVM_MADVISE, &adv);
+}
+
+void vsvm_snapshot(int fd, uint32_t vm, const void *addr, uint64_t pages,
+		   struct drm_vsvm_pte *ptes)
+{
+	struct drm_vsvm_snapshot snap = {
+		.addr = (uintptr_t)addr, .pages = pages, .ptes = (uintptr_t)ptes, .vm_id = vm,
+	};
+
+	do_ioctl(fd, DRM_IOCTL_VSVM_SNAPSHOT, &snap);
+}
+
+/* The device page table flags of the page at @addr. */
+uint32_t vsvm_pte_flags(int fd, uint32_t vm, const void *addr)
+{
+	struct drm_vsvm_pte pte;
+
+	vsvm_snapshot(fd, vm, (const void *)((uintptr_t)addr & ~(VSVM_PAGE - 1)), 1, &pte);
+	return pte.flags;
+}
+
+void vsvm_stats(int fd, uint32_t vm, struct drm_vsvm_stats *stats)
+{
+	*stats = (struct drm_vsvm_stats){ .vm_id = vm };
+	do_ioctl(fd, DRM_IOCTL_VSVM_STATS, stats);
+}
+
+void vsvm_inject(int fd, const struct drm_vsvm_inject *inject)
+{
+	struct drm_vsvm_inject copy = *inject;
+
+	do_ioctl(fd, DRM_IOCTL_VSVM_INJECT, &copy);
+}
+
+/* The CPU's sum of the bytes of a span: what a GPU read must return. */
+uint64_t vsvm_cpu_sum(const void *addr, uint64_t size)
+{
+	const uint8_t *p = addr;
+	uint64_t sum = 0, i;
+
+	for (i = 0; i < size; i++)
+		sum += p[i];
+	return sum;
+}
+
+/* An anonymous or shared mapping aligned to @align, asserted to succeed. */
+void *vsvm_aligned_mmap(uint64_t size, uint64_t align, int prot, int flags)
+{
+	uint8_t *raw = mmap(NULL, size + align, prot, flags, -1, 0);
+	uintptr_t start;
+
+	igt_assert(raw != MAP_FAILED);
+	start = ((uintptr_t)raw + align - 1) & ~(align - 1);
+	if (start > (uintptr_t)raw)
+		munmap(raw, start - (uintptr_t)raw);
+	munmap((void *)(start + size), (uintptr_t)raw + align - start);
+	return (void *)start;
+}

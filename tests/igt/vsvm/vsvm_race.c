@@ -1,0 +1,296 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vsvm_race: GPU faults, CPU mapping changes and process lifetimes racing
+ * each other. Every subtest checks the data as well as the absence of
+ * errors; the harness checks the kernel log for splats.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "igt.h"
+#include "vsvm/vsvm_ioctl.h"
+
+IGT_TEST_DESCRIPTION("Races between GPU faults, CPU mapping changes and process exit");
+
+#define PAGE VSVM_PAGE
+#define SZ_2M VSVM_SZ_2M
+#define THREADS 4
+
+static int fd;
+static uint32_t vm;
+
+struct worker {
+	pthread_t thread;
+	uint8_t *buf;
+	uint64_t size;
+	int id, rounds;
+	bool shared;
+	uint64_t errors;
+};
+
+/*
+ * Same range: every thread reads the whole buffer and writes its own slice.
+ * Different ranges: every thread owns a 2M range.
+ */
+static void *fault_worker(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t slice = w->shared ? w->size / THREADS : w->size;
+	uint8_t *mine = w->shared ? w->buf + w->id * slice : w->buf;
+
+	for (int r = 0; r < w->rounds; r++) {
+		uint8_t byte = (uint8_t)(w->id * 32 + r + 1);
+		uint64_t sum = 0;
+
+		if (__vsvm_read(fd, vm, w->buf, w->size, &sum))
+			w->errors++;
+		if (__vsvm_write(fd, vm, mine, slice, byte))
+			w->errors++;
+		if (__vsvm_read(fd, vm, mine, slice, &sum) || sum != byte * slice)
+			w->errors++;
+		for (uint64_t i = 0; i < slice; i += 512)
+			w->errors += mine[i] != byte;
+		/* The CPU writes too: the GPU mapping of the page goes. */
+		mine[r * PAGE % slice] = byte;
+	}
+	return NULL;
+}
+
+static void test_threads(bool shared)
+{
+	struct worker w[THREADS];
+	uint8_t *one = vsvm_aligned_mmap(THREADS * SZ_2M, SZ_2M, PROT_READ | PROT_WRITE,
+					 MAP_PRIVATE | MAP_ANONYMOUS);
+	int i;
+
+	for (i = 0; i < THREADS; i++) {
+		w[i] = (struct worker){
+			.buf = shared ? one : one + i * SZ_2M, .size = SZ_2M,
+			.id = i, .rounds = 20, .shared = shared,
+		};
+		igt_assert_eq(pthread_create(&w[i].thread, NULL, fault_worker, &w[i]), 0);
+	}
+	for (i = 0; i < THREADS; i++) {
+		igt_assert_eq(pthread_join(w[i].thread, NULL), 0);
+		igt_assert_eq_u64(w[i].errors, 0);
+	}
+	munmap(one, THREADS * SZ_2M);
+}
+
+/*
+ * Processes, each with its own device file and VM, on one shared mapping
+ * (the same pages) or on private memory.
+ */
+static void test_processes(bool shared)
+{
+	uint64_t slice = SZ_2M;
+	uint8_t *buf = mmap(NULL, THREADS * slice, PROT_READ | PROT_WRITE,
+			    (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS, -1, 0);
+
+	igt_assert(buf != MAP_FAILED);
+	igt_fork(child, THREADS) {
+		int cfd = drm_open_driver_render(DRIVER_VSVM);
+		uint32_t cvm = vsvm_vm_create(cfd);
+		uint8_t *mine = buf + child * slice;
+
+		for (int r = 0; r < 10; r++) {
+			uint8_t byte = (uint8_t)(child * 32 + r + 1);
+
+			vsvm_read(cfd, cvm, buf, THREADS * slice);
+			vsvm_write(cfd, cvm, mine, slice, byte);
+			igt_assert_eq_u64(vsvm_read(cfd, cvm, mine, slice), byte * slice);
+			igt_assert_eq(mine[slice - 1], byte);
+		}
+		drm_close_driver(cfd);
+	}
+	igt_waitchildren();
+	for (int c = 0; c < THREADS; c++)
+		igt_assert_eq(buf[c * slice + 7], shared ? (uint8_t)(c * 32 + 10) : 0);
+	munmap(buf, THREADS * slice);
+}
+
+/* munmap while a job works on the memory: the job ends with 0 or EFAULT. */
+static void test_munmap_vs_job(bool vram)
+{
+	const uint64_t size = 8 * SZ_2M;
+	int ends[2] = {};
+
+	for (int round = 0; round < 8; round++) {
+		uint8_t *p = vsvm_aligned_mmap(size, SZ_2M, PROT_READ | PROT_WRITE,
+					       MAP_PRIVATE | MAP_ANONYMOUS);
+		struct drm_vsvm_op op = {
+			.kind = DRM_VSVM_OP_WRITE, .addr = (uintptr_t)p, .size = size, .value = 3,
+		};
+		uint64_t job;
+		int status;
+
+		memset(p, 1, size);
+		if (vram)
+			vsvm_prefetch(fd, vm, p, size, DRM_VSVM_REGION_VRAM);
+		job = vsvm_exec_async(fd, vm, &op, 1);
+		usleep(round * 3000);
+		/* Half goes, then the rest. */
+		igt_assert_eq(munmap(p + size / 2, size / 2), 0);
+		igt_assert_eq(munmap(p, size / 2), 0);
+		status = __vsvm_wait(fd, vm, job, -1, NULL);
+		igt_assert_f(status == 0 || status == -EFAULT, "job status %d\n", status);
+		ends[status != 0]++;
+		igt_assert_eq(vsvm_pte_flags(fd, vm, p), 0);
+		igt_assert_eq(vsvm_pte_flags(fd, vm, p + size - PAGE), 0);
+	}
+	igt_info("jobs finished: %d, ended by the munmap: %d\n", ends[0], ends[1]);
+	/* The VM goes on working. */
+	{
+		uint8_t *p = vsvm_aligned_mmap(SZ_2M, SZ_2M, PROT_READ | PROT_WRITE,
+					       MAP_PRIVATE | MAP_ANONYMOUS);
+
+		vsvm_write(fd, vm, p, SZ_2M, 9);
+		igt_assert_eq(p[SZ_2M - 1], 9);
+		munmap(p, SZ_2M);
+	}
+}
+
+/*
+ * CPU and GPU take turns incrementing one counter; with VRAM preferred, the
+ * page migrates on every GPU turn and comes back on every CPU turn.
+ */
+static void test_ping_pong(bool vram)
+{
+	uint64_t *counter = vsvm_aligned_mmap(SZ_2M, SZ_2M, PROT_READ | PROT_WRITE,
+					      MAP_PRIVATE | MAP_ANONYMOUS);
+	struct drm_vsvm_stats before, after;
+	const int rounds = 50;
+	uint64_t old;
+
+	*counter = 0;
+	if (vram)
+		vsvm_madvise(fd, vm, counter, SZ_2M, DRM_VSVM_REGION_VRAM, DRM_VSVM_ATOMIC_VRAM);
+	vsvm_stats(fd, vm, &before);
+	for (int r = 0; r < rounds; r++) {
+		igt_assert_eq(__vsvm_atomic_add(fd, vm, counter, 1, &old), 0);
+		igt_assert_eq_u64(old, 2 * r);
+		igt_assert_eq_u64(*counter, 2 * r + 1);
+		(*counter)++;
+	}
+	vsvm_stats(fd, vm, &after);
+	igt_assert_eq_u64(*counter, 2 * rounds);
+	if (vram) {
+		igt_assert(after.migrations_to_vram - before.migrations_to_vram >= rounds);
+		igt_assert(after.dev_cpu_faults - before.dev_cpu_faults >= rounds);
+	}
+	munmap(counter, SZ_2M);
+}
+
+/* Processes exit, or are killed, with a job in flight. */
+static void test_exit_with_job(bool kill_it)
+{
+	for (int round = 0; round < 4; round++) {
+		pid_t pid;
+		int status;
+
+		fflush(stdout);
+		pid = fork();
+		igt_assert(pid >= 0);
+		if (pid == 0) {
+			int cfd = drm_open_driver_render(DRIVER_VSVM);
+			uint32_t cvm = vsvm_vm_create(cfd);
+			uint64_t size = 32UL << 20;
+			uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+					  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			struct drm_vsvm_op op = {
+				.kind = DRM_VSVM_OP_WRITE, .addr = (uintptr_t)p, .size = size,
+				.value = 1,
+			};
+
+			if (round & 1)
+				vsvm_prefetch(cfd, cvm, p, 4 * SZ_2M, DRM_VSVM_REGION_VRAM);
+			vsvm_exec_async(cfd, cvm, &op, 1);
+			if (kill_it)
+				pause();
+			_exit(0);
+		}
+		if (kill_it) {
+			usleep(20000 * round);
+			kill(pid, SIGKILL);
+		}
+		igt_assert_eq(waitpid(pid, &status, 0), pid);
+		igt_assert(kill_it ? WIFSIGNALED(status) || WIFEXITED(status) :
+				     WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	/* The device still works for us. */
+	{
+		uint8_t *p = vsvm_aligned_mmap(SZ_2M, SZ_2M, PROT_READ | PROT_WRITE,
+					       MAP_PRIVATE | MAP_ANONYMOUS);
+
+		vsvm_write(fd, vm, p, SZ_2M, 5);
+		igt_assert_eq_u64(vsvm_read(fd, vm, p, SZ_2M), 5UL * SZ_2M);
+		munmap(p, SZ_2M);
+	}
+}
+
+/* A VM destroyed and its file closed while jobs run on them. */
+static void test_close_with_job(void)
+{
+	for (int round = 0; round < 4; round++) {
+		int cfd = drm_open_driver_render(DRIVER_VSVM);
+		uint32_t cvm = vsvm_vm_create(cfd);
+		uint64_t size = 16UL << 20;
+		uint8_t *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				  -1, 0);
+		struct drm_vsvm_op op = {
+			.kind = DRM_VSVM_OP_WRITE, .addr = (uintptr_t)p, .size = size, .value = 1,
+		};
+
+		igt_assert(p != MAP_FAILED);
+		vsvm_exec_async(cfd, cvm, &op, 1);
+		vsvm_exec_async(cfd, cvm, &op, 1);
+		if (round & 1)
+			vsvm_vm_destroy(cfd, cvm);
+		drm_close_driver(cfd);
+		munmap(p, size);
+	}
+}
+
+igt_main
+{
+	igt_fixture {
+		fd = drm_open_driver_render(DRIVER_VSVM);
+		vm = vsvm_vm_create(fd);
+	}
+
+	igt_describe("Threads faulting one range, and threads on ranges of their own");
+	igt_subtest("threads-same-range")
+		test_threads(true);
+	igt_subtest("threads-different-ranges")
+		test_threads(false);
+	igt_describe("Processes with mirrors of their own, on shared or private memory");
+	igt_subtest("processes-shared-memory")
+		test_processes(true);
+	igt_subtest("processes-private-memory")
+		test_processes(false);
+	igt_describe("munmap while a GPU job works on the memory");
+	igt_subtest("munmap-vs-job")
+		test_munmap_vs_job(false);
+	igt_subtest("munmap-vs-job-vram")
+		test_munmap_vs_job(true);
+	igt_describe("CPU and GPU take turns on one counter");
+	igt_subtest("ping-pong")
+		test_ping_pong(false);
+	igt_subtest("ping-pong-vram")
+		test_ping_pong(true);
+	igt_describe("A process exits, or is killed, with a job in flight");
+	igt_subtest("exit-with-job")
+		test_exit_with_job(false);
+	igt_subtest("killed-with-job")
+		test_exit_with_job(true);
+	igt_describe("The VM and the file go while jobs run");
+	igt_subtest("close-with-job")
+		test_close_with_job();
+
+	igt_fixture {
+		vsvm_vm_destroy(fd, vm);
+		drm_close_driver(fd);
+	}
+}
