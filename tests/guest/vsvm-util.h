@@ -15,7 +15,7 @@
 /* Opens the render node of the nth vsvm device (from 0); -1 if there is none. */
 static int vsvm_open(int nth)
 {
-	char path[64], name[32];
+	char path[300], name[32];
 	struct dirent *e;
 	DIR *d = opendir("/dev/dri");
 	int found = -1;

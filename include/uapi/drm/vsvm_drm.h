@@ -28,6 +28,16 @@ extern "C" {
 /**
  * struct drm_vsvm_vm_create - Create a VM mirroring the calling process.
  */
+/*
+ * DRM_VSVM_VM_MAX_RANGE_64K, DRM_VSVM_VM_MAX_RANGE_4K - Flags of
+ * &struct drm_vsvm_vm_create: the VM's ranges (the unit of its GPU faults and
+ * migrations) are at most 64 KiB or 4 KiB instead of the device's largest
+ * size (module parameter max_chunk_kb), e.g. to compare range sizes on one
+ * device.
+ */
+#define DRM_VSVM_VM_MAX_RANGE_64K	(1 << 0)
+#define DRM_VSVM_VM_MAX_RANGE_4K	(1 << 1)
+
 struct drm_vsvm_vm_create {
 	/** @start: First address of the mirrored span, page aligned. */
 	__u64 start;
@@ -35,7 +45,7 @@ struct drm_vsvm_vm_create {
 	/** @size: Size of the mirrored span in bytes, page aligned, non-zero. */
 	__u64 size;
 
-	/** @flags: Must be zero. */
+	/** @flags: Zero or one of the DRM_VSVM_VM_MAX_RANGE_* flags. */
 	__u32 flags;
 
 	/** @vm_id: Out: the id of the new VM. */

@@ -61,6 +61,11 @@ judge() {
 	pass=$((pass + $(grep -c '^Dynamic subtest .*: SUCCESS' "$out")))
 	skip=$((skip + $(grep -c '^Dynamic subtest .*: SKIP' "$out")))
 	fail=$((fail + $(grep '^Dynamic subtest ' "$out" | grep -c -v -e ': SUCCESS' -e ': SKIP')))
+	if [ "$verdict" = FAIL ] && grep -q '^Dynamic subtest .*: FAIL' "$out"; then
+		# The failed dynamic subtests are counted above; show why.
+		echo "svm: igt@$name@$sub: dynamic subtests failed"
+		tail -n 40 "$out" | sed 's/^/    /'
+	fi
 	if [ -n "$problem" ] ||
 		{ [ "$verdict" = FAIL ] && ! grep -q '^Dynamic subtest .*: FAIL' "$out"; }; then
 		fail=$((fail + 1))

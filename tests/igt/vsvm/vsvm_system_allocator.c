@@ -393,6 +393,38 @@ igt_main
 		munmap(p, size);
 	}
 
+	igt_describe("A VM can ask for smaller ranges than its device's largest");
+	igt_subtest_with_dynamic("vm-range-size") {
+		static const struct {
+			const char *name;
+			uint32_t flags, shift;
+		} sizes[] = {
+			{ "2m", 0, 21 },
+			{ "64k", DRM_VSVM_VM_MAX_RANGE_64K, 16 },
+			{ "4k", DRM_VSVM_VM_MAX_RANGE_4K, 12 },
+		};
+		const uint64_t all = (1ULL << 47) - PAGE;
+		uint32_t bad;
+
+		for (volatile int i = 0; i < (int)ARRAY_SIZE(sizes); i++) {
+			igt_dynamic(sizes[i].name) {
+				uint8_t *p = fresh(SZ_2M, 3);
+				struct drm_vsvm_pte pte;
+				uint32_t flags = sizes[i].flags, v;
+
+				igt_assert_eq(__vsvm_vm_create(fd, PAGE, all, flags, &v), 0);
+				igt_assert_eq_u64(vsvm_read(fd, v, p, SZ_2M), 3UL * SZ_2M);
+				vsvm_snapshot(fd, v, p + SZ_2M - PAGE, 1, &pte);
+				igt_assert_eq_u32(pte.shift, sizes[i].shift);
+				vsvm_vm_destroy(fd, v);
+				munmap(p, SZ_2M);
+			}
+		}
+		igt_assert_eq(__vsvm_vm_create(fd, PAGE, all, DRM_VSVM_VM_MAX_RANGE_64K |
+					       DRM_VSVM_VM_MAX_RANGE_4K, &bad), -EINVAL);
+		igt_assert_eq(__vsvm_vm_create(fd, PAGE, all, 1 << 5, &bad), -EINVAL);
+	}
+
 	igt_describe("GPU access to no memory fails the job with EFAULT; the VM goes on working");
 	igt_subtest("bad-address") {
 		uint8_t *p = mmap(NULL, 3 * PAGE, PROT_READ | PROT_WRITE,

@@ -11,6 +11,7 @@ use kernel::{
     new_mutex,
     page::PAGE_SIZE,
     prelude::*,
+    sizes::SZ_64K,
     sync::{
         atomic::Relaxed,
         Arc,
@@ -131,7 +132,13 @@ impl File {
         file: &drm::File<File>,
     ) -> Result<u32> {
         let span = user_span(req.start, req.size)?;
-        if req.flags != 0 || req.vm_id != 0 {
+        let chunks = match req.flags {
+            0 => dev.chunks,
+            uapi::DRM_VSVM_VM_MAX_RANGE_64K => dev.chunks.at_most(SZ_64K)?,
+            uapi::DRM_VSVM_VM_MAX_RANGE_4K => dev.chunks.at_most(PAGE_SIZE)?,
+            _ => return Err(EINVAL),
+        };
+        if req.vm_id != 0 {
             return Err(EINVAL);
         }
         let task = current!();
@@ -146,10 +153,7 @@ impl File {
             vms.next_id = id.checked_add(1).ok_or(ENOSPC)?;
             id
         };
-        let vm = Arc::new(
-            Vm::new(id, mm, span, dev.vram.clone(), dev.chunks)?,
-            GFP_KERNEL,
-        )?;
+        let vm = Arc::new(Vm::new(id, mm, span, dev.vram.clone(), chunks)?, GFP_KERNEL)?;
         let mut vms = this.vms.lock();
         if vms.vms.len() >= MAX_VMS {
             return Err(ENOSPC);

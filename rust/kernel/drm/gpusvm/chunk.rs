@@ -69,6 +69,23 @@ impl ChunkSizes {
         Ok(this)
     }
 
+    /// The sizes of at most `max` bytes, e.g. for a GPU VM that wants smaller ranges than its
+    /// device supports.
+    ///
+    /// Fails with [`EINVAL`] if `max` is less than `PAGE_SIZE`.
+    pub fn at_most(self, max: usize) -> Result<Self> {
+        let skip = self.sizes().iter().take_while(|&&s| s > max).count();
+        if skip == self.len {
+            return Err(EINVAL);
+        }
+        let mut this = self;
+        // INVARIANT: A suffix of valid sizes is valid; it still ends with `PAGE_SIZE`.
+        this.sizes = [0; MAX_CHUNK_SIZES];
+        this.sizes[..self.len - skip].copy_from_slice(&self.sizes()[skip..]);
+        this.len = self.len - skip;
+        Ok(this)
+    }
+
     /// The most pages [`ChunkSizes::present_only_up_to`] takes.
     pub const MAX_PRESENT_ONLY_PAGES: usize = 64;
 
@@ -175,6 +192,17 @@ mod tests {
 
     fn chunks() -> Result<ChunkSizes> {
         ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])
+    }
+
+    #[test]
+    fn at_most_keeps_the_smaller_sizes() -> Result {
+        let c = chunks()?.present_only_up_to(SZ_64K)?;
+        assert_eq!(c.at_most(SZ_2M)?.sizes(), &[SZ_2M, SZ_64K, PAGE_SIZE]);
+        assert_eq!(c.at_most(SZ_2M - 1)?.sizes(), &[SZ_64K, PAGE_SIZE]);
+        assert_eq!(c.at_most(PAGE_SIZE)?.sizes(), &[PAGE_SIZE]);
+        assert!(c.at_most(SZ_64K)?.needs_present(SZ_64K));
+        assert_eq!(c.at_most(PAGE_SIZE - 1), Err(EINVAL));
+        Ok(())
     }
 
     #[test]

@@ -5,9 +5,9 @@
 #include "igt.h"
 #include "vsvm_ioctl.h"
 
-int __vsvm_vm_create(int fd, uint64_t start, uint64_t size, uint32_t *vm)
+int __vsvm_vm_create(int fd, uint64_t start, uint64_t size, uint32_t flags, uint32_t *vm)
 {
-	struct drm_vsvm_vm_create create = { .start = start, .size = size };
+	struct drm_vsvm_vm_create create = { .start = start, .size = size, .flags = flags };
 
 	if (igt_ioctl(fd, DRM_IOCTL_VSVM_VM_CREATE, &create))
 		return -errno;
@@ -20,7 +20,7 @@ uint32_t vsvm_vm_create(int fd)
 {
 	uint32_t vm = 0;
 
-	igt_assert_eq(__vsvm_vm_create(fd, VSVM_PAGE, (1ULL << 47) - VSVM_PAGE, &vm), 0);
+	igt_assert_eq(__vsvm_vm_create(fd, VSVM_PAGE, (1ULL << 47) - VSVM_PAGE, 0, &vm), 0);
 	igt_assert(vm);
 	return vm;
 }

@@ -15,7 +15,7 @@
 #define VSVM_SZ_2M (2UL << 20)
 
 uint32_t vsvm_vm_create(int fd);
-int __vsvm_vm_create(int fd, uint64_t start, uint64_t size, uint32_t *vm);
+int __vsvm_vm_create(int fd, uint64_t start, uint64_t size, uint32_t flags, uint32_t *vm);
 void vsvm_vm_destroy(int fd, uint32_t vm);
 
 int __vsvm_exec(int fd, uint32_t vm, struct drm_vsvm_op *ops, uint32_t count);

@@ -1,0 +1,606 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * svm-bench: the GPU SVM mid-layer (through vsvm) side by side with the
+ * in-tree peer, lib/test_hmm, in one guest run. Every figure is the median
+ * of ITERATIONS timed runs after a warm-up, CLOCK_MONOTONIC, with the 10th
+ * and 90th percentiles as its spread. Each prints one line
+ *
+ *   SVM-BENCH {"name": ..., "unit": ..., "ours": ..., "ours_p10": ...,
+ *              "ours_p90": ..., "peer": ..., "peer_name": ..., "ratio": ...}
+ *
+ * where "ratio" is ours relative to the peer, above 1 when ours is better
+ * (throughput: ours / peer; time: peer / ours).
+ *
+ * Work done by each side (see the README's performance section):
+ * - fault-in: the device page-table fill rate, as the time of a first READ
+ *   (faults and reads the data) minus that of a second READ on the same
+ *   mirror (reads the data only). vsvm's READ sums every byte on the GPU
+ *   side, test_hmm's copies every byte to a user buffer: the subtraction
+ *   leaves out that difference. The first READ alone is reported too.
+ * - migration: test_hmm's MIGRATE_TO_DEV reads every page back to a user
+ *   buffer; the vsvm side does a GPU READ of the buffer after its prefetch,
+ *   so both include one pass over the data in device memory.
+ * - neither DMA-maps pages (vsvm's simulated GPU needs no DMA mapping).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <drm/drm.h>
+#include <drm/vsvm_drm.h>
+
+#include "lib/test_hmm_uapi.h"
+#include "vsvm-util.h"
+
+#define PAGE 4096UL
+#define SZ_2M (2UL << 20)
+#define MIB (1UL << 20)
+#define ITERATIONS 10
+#define MAX_SAMPLES 64
+
+static int vsvm_fd;
+static uint64_t sink;
+
+static double tsc_hz;
+
+static double monotonic(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * The test guest's clock is jiffies (no TSC calibration source under TCG
+ * without ACPI): 4 ms steps. Time is read from the TSC instead, calibrated
+ * against CLOCK_MONOTONIC over two seconds (0.2% at worst); ratios do not
+ * depend on the calibration at all.
+ */
+static double now(void)
+{
+	return (double)__builtin_ia32_rdtsc() / tsc_hz;
+}
+
+static void calibrate(void)
+{
+	double t0 = monotonic(), t;
+	uint64_t c0;
+
+	while ((t = monotonic()) == t0)
+		;
+	c0 = __builtin_ia32_rdtsc();
+	while (monotonic() - t < 2.0)
+		;
+	t = monotonic() - t;
+	tsc_hz = (double)(__builtin_ia32_rdtsc() - c0) / t;
+	printf("svm-bench: TSC %.0f MHz against CLOCK_MONOTONIC\n", tsc_hz / 1e6);
+}
+
+static void die(const char *what)
+{
+	printf("SVM-BENCH-ERROR %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* --- samples ------------------------------------------------------------ */
+
+struct samples {
+	double v[MAX_SAMPLES];
+	int n;
+};
+
+static int cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double pct(struct samples *s, int p)
+{
+	qsort(s->v, s->n, sizeof(double), cmp);
+	return s->v[(s->n - 1) * p / 100];
+}
+
+/*
+ * One figure. @ours and @peer are times in seconds per run (peer may be
+ * empty); @scale turns a time into the unit: for throughput in GB/s, bytes
+ * / 1e9 with @throughput set; for times, a factor (1e3 for ms, 1e6 for us).
+ */
+static void report(const char *name, const char *unit, struct samples *ours,
+		   struct samples *peer, const char *peer_name, double scale, int throughput)
+{
+	double o, o10, o90, p = 0, ratio = 0;
+
+	if (!ours->n) {
+		printf("SVM-BENCH-ERROR %s: no samples\n", name);
+		return;
+	}
+	o = pct(ours, 50);
+	o10 = pct(ours, 10);
+	o90 = pct(ours, 90);
+#define VALUE(t) (throughput ? scale / (t) : (t) * scale)
+	if (peer && peer->n) {
+		p = pct(peer, 50);
+		ratio = o > 0 ? p / o : 0;
+	}
+	printf("SVM-BENCH {\"name\": \"%s\", \"unit\": \"%s\", \"ours\": %.4g, \"ours_p10\": %.4g, "
+	       "\"ours_p90\": %.4g, \"peer\": %.4g, \"peer_name\": \"%s\", \"ratio\": %.3f}\n",
+	       name, unit, VALUE(o), VALUE(throughput ? o90 : o10), VALUE(throughput ? o10 : o90),
+	       p ? VALUE(p) : 0, peer_name, ratio);
+#undef VALUE
+	fflush(stdout);
+}
+
+/* --- the two devices ---------------------------------------------------- */
+
+static uint32_t vm_create(uint32_t flags)
+{
+	struct drm_vsvm_vm_create c = { .start = PAGE, .size = (1ULL << 47) - PAGE, .flags = flags };
+
+	if (ioctl(vsvm_fd, DRM_IOCTL_VSVM_VM_CREATE, &c))
+		die("vm create");
+	return c.vm_id;
+}
+
+static void vm_destroy(uint32_t vm)
+{
+	struct drm_vsvm_vm_destroy d = { .vm_id = vm };
+
+	if (ioctl(vsvm_fd, DRM_IOCTL_VSVM_VM_DESTROY, &d))
+		die("vm destroy");
+}
+
+static void vsvm_op(uint32_t vm, uint32_t kind, void *addr, uint64_t size, uint64_t value)
+{
+	struct drm_vsvm_op op = { .kind = kind, .addr = (uintptr_t)addr, .size = size,
+				  .value = value };
+	struct drm_vsvm_exec e = { .ops = (uintptr_t)&op, .count = 1, .vm_id = vm };
+
+	if (ioctl(vsvm_fd, DRM_IOCTL_VSVM_EXEC, &e) || e.status) {
+		errno = e.status ? -e.status : errno;
+		die("vsvm exec");
+	}
+	sink += op.result;
+}
+
+static uint64_t prefetch(uint32_t vm, void *addr, uint64_t size, uint32_t region)
+{
+	struct drm_vsvm_prefetch pf = { .addr = (uintptr_t)addr, .size = size, .vm_id = vm,
+					.region = region };
+
+	if (ioctl(vsvm_fd, DRM_IOCTL_VSVM_PREFETCH, &pf))
+		die("prefetch");
+	return pf.pages_moved;
+}
+
+static int hmm_open(void)
+{
+	int fd = open("/dev/hmm_dmirror0", O_RDWR);
+
+	if (fd < 0)
+		die("open /dev/hmm_dmirror0");
+	return fd;
+}
+
+static void hmm_cmd(int fd, unsigned long req, void *addr, void *ptr, uint64_t size)
+{
+	struct hmm_dmirror_cmd cmd = { .addr = (uintptr_t)addr, .ptr = (uintptr_t)ptr,
+				       .npages = size / PAGE };
+
+	if (ioctl(fd, req, &cmd))
+		die("test_hmm ioctl");
+}
+
+/* --- memory ------------------------------------------------------------- */
+
+static uint8_t *buffer(uint64_t size, int thp, int populate)
+{
+	uint8_t *raw = mmap(NULL, size + SZ_2M, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *p;
+
+	if (raw == MAP_FAILED)
+		die("mmap");
+	p = (uint8_t *)(((uintptr_t)raw + SZ_2M - 1) & ~(SZ_2M - 1));
+	if (p > raw)
+		munmap(raw, p - raw);
+	munmap(p + size, raw + SZ_2M - p);
+	madvise(p, size, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	if (populate)
+		memset(p, 0x5a, size);
+	return p;
+}
+
+/* --- 1, 2: fault-in and write faults ------------------------------------- */
+
+static const char *const chunk_names[] = { "2M", "64K", "4K" };
+static const uint32_t chunk_flags[] = { 0, DRM_VSVM_VM_MAX_RANGE_64K, DRM_VSVM_VM_MAX_RANGE_4K };
+
+static void bench_fault_in(uint64_t size, int thp)
+{
+	struct samples fill[3] = {}, first[3] = {}, hfill = {}, hfirst = {};
+	uint8_t *p = buffer(size, thp, 1), *bounce = buffer(size, 0, 1);
+	char name[96];
+	int i, c;
+
+	for (i = -1; i < ITERATIONS; i++) {
+		for (c = 0; c < 3; c++) {
+			uint32_t vm = vm_create(chunk_flags[c]);
+			double t1 = now(), t2;
+
+			vsvm_op(vm, DRM_VSVM_OP_READ, p, size, 0);
+			t1 = now() - t1;
+			t2 = now();
+			vsvm_op(vm, DRM_VSVM_OP_READ, p, size, 0);
+			t2 = now() - t2;
+			vm_destroy(vm);
+			if (i >= 0 && t1 > t2) {
+				fill[c].v[fill[c].n++] = t1 - t2;
+				first[c].v[first[c].n++] = t1;
+			}
+		}
+		{
+			int fd = hmm_open();
+			double t1 = now(), t2;
+
+			hmm_cmd(fd, HMM_DMIRROR_READ, p, bounce, size);
+			t1 = now() - t1;
+			t2 = now();
+			hmm_cmd(fd, HMM_DMIRROR_READ, p, bounce, size);
+			t2 = now() - t2;
+			close(fd);
+			if (i >= 0 && t1 > t2) {
+				hfill.v[hfill.n++] = t1 - t2;
+				hfirst.v[hfirst.n++] = t1;
+			}
+		}
+	}
+	for (c = 0; c < 3; c++) {
+		snprintf(name, sizeof(name), "fault-in %lluM thp-%s chunks-%s",
+			 (unsigned long long)(size / MIB), thp ? "on" : "off", chunk_names[c]);
+		report(name, "GB/s", &fill[c], &hfill, "test_hmm READ", (double)size / 1e9, 1);
+		snprintf(name, sizeof(name), "first-read %lluM thp-%s chunks-%s",
+			 (unsigned long long)(size / MIB), thp ? "on" : "off", chunk_names[c]);
+		report(name, "GB/s", &first[c], &hfirst, "test_hmm READ", (double)size / 1e9, 1);
+	}
+	munmap(p, size);
+	munmap(bounce, size);
+}
+
+static void bench_write_fault(uint64_t size)
+{
+	struct samples ours = {}, peer = {};
+	uint8_t *src = buffer(size, 0, 1);
+	int i;
+
+	for (i = -1; i < ITERATIONS; i++) {
+		uint8_t *p = buffer(size, 0, 0);
+		uint32_t vm = vm_create(0);
+		double t = now();
+
+		vsvm_op(vm, DRM_VSVM_OP_WRITE, p, size, 1);
+		t = now() - t;
+		vm_destroy(vm);
+		munmap(p, size);
+		if (i >= 0)
+			ours.v[ours.n++] = t;
+
+		p = buffer(size, 0, 0);
+		{
+			int fd = hmm_open();
+
+			t = now();
+			hmm_cmd(fd, HMM_DMIRROR_WRITE, p, src, size);
+			t = now() - t;
+			close(fd);
+		}
+		munmap(p, size);
+		if (i >= 0)
+			peer.v[peer.n++] = t;
+	}
+	report("write-fault 64M untouched", "GB/s", &ours, &peer, "test_hmm WRITE",
+	       (double)size / 1e9, 1);
+	munmap(src, size);
+}
+
+/* --- 3, 4: migration ----------------------------------------------------- */
+
+static void bench_migration(uint64_t size)
+{
+	struct samples to = {}, back = {}, cpu = {}, hto = {}, hback = {}, hcpu = {}, copy = {};
+	uint8_t *bounce = buffer(size, 0, 1), *dst = buffer(size, 0, 1);
+	uint64_t i, j;
+	char name[96];
+
+	for (j = 0; j <= ITERATIONS; j++) {
+		uint8_t *p = buffer(size, 1, 1);
+		uint32_t vm = vm_create(0);
+		int fd;
+		double t;
+
+		/* Device memory and back, each side with one read of the data there. */
+		t = now();
+		if (prefetch(vm, p, size, DRM_VSVM_REGION_VRAM) != size / PAGE)
+			die("prefetch moved too little");
+		vsvm_op(vm, DRM_VSVM_OP_READ, p, size, 0);
+		t = now() - t;
+		if (j)
+			to.v[to.n++] = t;
+		t = now();
+		prefetch(vm, p, size, DRM_VSVM_REGION_SYSTEM);
+		t = now() - t;
+		if (j)
+			back.v[back.n++] = t;
+		/* CPU faults back from device memory: one byte per page. */
+		prefetch(vm, p, size, DRM_VSVM_REGION_VRAM);
+		t = now();
+		for (i = 0; i < size; i += PAGE)
+			sink += p[i];
+		t = now() - t;
+		if (j)
+			cpu.v[cpu.n++] = t;
+		vm_destroy(vm);
+		munmap(p, size);
+
+		p = buffer(size, 1, 1);
+		fd = hmm_open();
+		t = now();
+		hmm_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, bounce, size);
+		t = now() - t;
+		if (j)
+			hto.v[hto.n++] = t;
+		t = now();
+		hmm_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, p, bounce, size);
+		t = now() - t;
+		if (j)
+			hback.v[hback.n++] = t;
+		hmm_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, bounce, size);
+		t = now();
+		for (i = 0; i < size; i += PAGE)
+			sink += p[i];
+		t = now() - t;
+		if (j)
+			hcpu.v[hcpu.n++] = t;
+		close(fd);
+		munmap(p, size);
+
+		/* The limit: one CPU copy of the same size. */
+		t = now();
+		memcpy(dst, bounce, size);
+		t = now() - t;
+		if (j)
+			copy.v[copy.n++] = t;
+	}
+	snprintf(name, sizeof(name), "migrate-to-vram %lluM (+read)", (unsigned long long)(size / MIB));
+	report(name, "GB/s", &to, &hto, "test_hmm MIGRATE_TO_DEV", (double)size / 1e9, 1);
+	snprintf(name, sizeof(name), "migrate-to-vram %lluM vs memcpy", (unsigned long long)(size / MIB));
+	report(name, "GB/s", &to, &copy, "memcpy", (double)size / 1e9, 1);
+	snprintf(name, sizeof(name), "migrate-to-system %lluM", (unsigned long long)(size / MIB));
+	report(name, "GB/s", &back, &hback, "test_hmm MIGRATE_TO_SYS", (double)size / 1e9, 1);
+	snprintf(name, sizeof(name), "cpu-fault-back %lluM", (unsigned long long)(size / MIB));
+	report(name, "GB/s", &cpu, &hcpu, "test_hmm CPU fault", (double)size / 1e9, 1);
+	report("memcpy (the limit)", "GB/s", &copy, NULL, "", (double)size / 1e9, 1);
+	munmap(bounce, size);
+	munmap(dst, size);
+}
+
+/* --- 5: invalidation ----------------------------------------------------- */
+
+/* munmap and MADV_DONTNEED of a mirrored span, against the same unmirrored. */
+static void bench_unmap(uint64_t size)
+{
+	struct samples mun = {}, hmun = {}, dn = {}, hdn = {}, base = {};
+	uint8_t *bounce = buffer(size, 0, 1);
+	int j;
+
+	for (j = -1; j < ITERATIONS; j++) {
+		uint8_t *p = buffer(size, 1, 1);
+		uint32_t vm = vm_create(0);
+		int fd;
+		double t;
+
+		vsvm_op(vm, DRM_VSVM_OP_READ, p, size, 0);
+		t = now();
+		madvise(p, size, MADV_DONTNEED);
+		t = now() - t;
+		if (j >= 0)
+			dn.v[dn.n++] = t;
+		memset(p, 1, size);
+		vsvm_op(vm, DRM_VSVM_OP_READ, p, size, 0);
+		t = now();
+		munmap(p, size);
+		t = now() - t;
+		if (j >= 0)
+			mun.v[mun.n++] = t;
+		vm_destroy(vm);
+
+		p = buffer(size, 1, 1);
+		fd = hmm_open();
+		hmm_cmd(fd, HMM_DMIRROR_READ, p, bounce, size);
+		t = now();
+		madvise(p, size, MADV_DONTNEED);
+		t = now() - t;
+		if (j >= 0)
+			hdn.v[hdn.n++] = t;
+		memset(p, 1, size);
+		hmm_cmd(fd, HMM_DMIRROR_READ, p, bounce, size);
+		t = now();
+		munmap(p, size);
+		t = now() - t;
+		if (j >= 0)
+			hmun.v[hmun.n++] = t;
+		close(fd);
+
+		p = buffer(size, 1, 1);
+		t = now();
+		munmap(p, size);
+		t = now() - t;
+		if (j >= 0)
+			base.v[base.n++] = t;
+	}
+	report("munmap 64M mirrored", "ms", &mun, &hmun, "test_hmm", 1e3, 0);
+	report("madv-dontneed 64M mirrored", "ms", &dn, &hdn, "test_hmm", 1e3, 0);
+	report("munmap 64M not mirrored", "ms", &base, NULL, "", 1e3, 0);
+	munmap(bounce, size);
+}
+
+/*
+ * The cost of invalidating one range (MADV_DONTNEED of one 4K page) among
+ * @n 4K ranges, against the cost among one: it must stay flat.
+ */
+static void bench_invalidate_one(const uint64_t *counts, int ncounts)
+{
+	struct samples s[8] = {};
+	char name[96];
+	int c, j;
+
+	for (c = 0; c < ncounts; c++) {
+		uint64_t n = counts[c], size = n * PAGE;
+		uint8_t *p = buffer(size, 0, 1);
+		uint32_t vm = vm_create(DRM_VSVM_VM_MAX_RANGE_4K);
+
+		vsvm_op(vm, DRM_VSVM_OP_READ, p, size, 0);
+		for (j = -1; j < ITERATIONS; j++) {
+			/* 64 single-page invalidations spread over the span. */
+			double t = now();
+
+			for (int k = 0; k < 64; k++)
+				madvise(p + (k * 7919 % n) * PAGE, PAGE, MADV_DONTNEED);
+			t = (now() - t) / 64;
+			if (j >= 0)
+				s[c].v[s[c].n++] = t;
+		}
+		vm_destroy(vm);
+		munmap(p, size);
+	}
+	for (c = 0; c < ncounts; c++) {
+		snprintf(name, sizeof(name), "invalidate-one-range among %llu",
+			 (unsigned long long)counts[c]);
+		report(name, "us", &s[c], &s[0], "the same among 1", 1e6, 0);
+	}
+}
+
+/* --- 6: scaling ---------------------------------------------------------- */
+
+struct worker {
+	uint32_t vm;
+	uint8_t *p;
+	uint64_t size;
+};
+
+static void *fault_in(void *arg)
+{
+	struct worker *w = arg;
+
+	vsvm_op(w->vm, DRM_VSVM_OP_READ, w->p, w->size, 0);
+	return NULL;
+}
+
+static void bench_scaling(uint64_t size)
+{
+	struct samples one = {}, two = {};
+	uint8_t *a = buffer(size, 1, 1), *b = buffer(size, 1, 1);
+	int j;
+
+	for (j = -1; j < ITERATIONS; j++) {
+		uint32_t vm = vm_create(0);
+		struct worker w[2] = { { vm, a, size }, { vm, b, size } };
+		pthread_t t2;
+		double t = now();
+
+		fault_in(&w[0]);
+		fault_in(&w[1]);
+		t = now() - t;
+		vm_destroy(vm);
+		if (j >= 0)
+			one.v[one.n++] = t;
+
+		vm = vm_create(0);
+		w[0].vm = vm;
+		w[1].vm = vm;
+		t = now();
+		pthread_create(&t2, NULL, fault_in, &w[1]);
+		fault_in(&w[0]);
+		pthread_join(t2, NULL);
+		t = now() - t;
+		vm_destroy(vm);
+		if (j >= 0)
+			two.v[two.n++] = t;
+	}
+	report("two threads vs one (2x32M fault-in)", "GB/s", &two, &one, "one thread",
+	       2.0 * (double)size / 1e9, 1);
+	munmap(a, size);
+	munmap(b, size);
+}
+
+/* --- 7: teardown ---------------------------------------------------------- */
+
+static void bench_teardown(uint64_t size)
+{
+	struct samples ours = {}, peer = {};
+	uint8_t *bounce = buffer(size, 0, 1);
+	int j;
+
+	for (j = -1; j < ITERATIONS; j++) {
+		uint8_t *p = buffer(size, 1, 1);
+		uint32_t vm = vm_create(0);
+		int fd;
+		double t;
+
+		prefetch(vm, p, size, DRM_VSVM_REGION_VRAM);
+		vsvm_op(vm, DRM_VSVM_OP_READ, p, size, 0);
+		t = now();
+		vm_destroy(vm);
+		t = now() - t;
+		if (j >= 0)
+			ours.v[ours.n++] = t;
+		munmap(p, size);
+
+		p = buffer(size, 1, 1);
+		fd = hmm_open();
+		hmm_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, bounce, size);
+		t = now();
+		close(fd);
+		t = now() - t;
+		if (j >= 0)
+			peer.v[peer.n++] = t;
+		munmap(p, size);
+	}
+	report("teardown 256M resident", "ms", &ours, &peer, "test_hmm close", 1e3, 0);
+	munmap(bounce, size);
+}
+
+int main(int argc, char **argv)
+{
+	static const uint64_t counts[] = { 1, 1024, 16384, 65536 };
+	const char *only = argc > 1 ? argv[1] : "";
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	calibrate();
+	vsvm_fd = vsvm_open(0);
+	if (vsvm_fd < 0)
+		die("no vsvm device");
+#define RUN(name, call) do { if (!*only || strstr(name, only)) call; } while (0)
+	RUN("fault-in", bench_fault_in(4 * MIB, 1));
+	RUN("fault-in", bench_fault_in(64 * MIB, 1));
+	RUN("fault-in", bench_fault_in(64 * MIB, 0));
+	RUN("fault-in", bench_fault_in(256 * MIB, 1));
+	RUN("write-fault", bench_write_fault(64 * MIB));
+	RUN("migration", bench_migration(256 * MIB));
+	RUN("unmap", bench_unmap(64 * MIB));
+	RUN("invalidate", bench_invalidate_one(counts, 4));
+	RUN("scaling", bench_scaling(32 * MIB));
+	RUN("teardown", bench_teardown(256 * MIB));
+	printf("SVM-BENCH-DONE %llu\n", (unsigned long long)sink & 1);
+	return 0;
+}
