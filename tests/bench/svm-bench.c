@@ -98,6 +98,22 @@ struct samples {
 	int n;
 };
 
+/* Keeps the time @t of run @run; run -1 is the warm-up. */
+static void keep(struct samples *s, int run, double t)
+{
+	if (run >= 0)
+		s->v[s->n++] = t;
+}
+
+/* A fill-rate sample: the first READ @t1 less the second @t2 (noise aside). */
+static void keep_fill(struct samples *fill, struct samples *first, int run, double t1, double t2)
+{
+	if (t1 > t2) {
+		keep(fill, run, t1 - t2);
+		keep(first, run, t1);
+	}
+}
+
 static int cmp(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -244,10 +260,7 @@ static void bench_fault_in(uint64_t size, int thp)
 			vsvm_op(vm, DRM_VSVM_OP_READ, p, size, 0);
 			t2 = now() - t2;
 			vm_destroy(vm);
-			if (i >= 0 && t1 > t2) {
-				fill[c].v[fill[c].n++] = t1 - t2;
-				first[c].v[first[c].n++] = t1;
-			}
+			keep_fill(&fill[c], &first[c], i, t1, t2);
 		}
 		{
 			int fd = hmm_open();
@@ -259,10 +272,7 @@ static void bench_fault_in(uint64_t size, int thp)
 			hmm_cmd(fd, HMM_DMIRROR_READ, p, bounce, size);
 			t2 = now() - t2;
 			close(fd);
-			if (i >= 0 && t1 > t2) {
-				hfill.v[hfill.n++] = t1 - t2;
-				hfirst.v[hfirst.n++] = t1;
-			}
+			keep_fill(&hfill, &hfirst, i, t1, t2);
 		}
 	}
 	for (c = 0; c < 3; c++) {
@@ -292,8 +302,7 @@ static void bench_write_fault(uint64_t size)
 		t = now() - t;
 		vm_destroy(vm);
 		munmap(p, size);
-		if (i >= 0)
-			ours.v[ours.n++] = t;
+		keep(&ours, i, t);
 
 		p = buffer(size, 0, 0);
 		{
@@ -305,8 +314,7 @@ static void bench_write_fault(uint64_t size)
 			close(fd);
 		}
 		munmap(p, size);
-		if (i >= 0)
-			peer.v[peer.n++] = t;
+		keep(&peer, i, t);
 	}
 	report("write-fault 64M untouched", "GB/s", &ours, &peer, "test_hmm WRITE",
 	       (double)size / 1e9, 1);
@@ -319,10 +327,11 @@ static void bench_migration(uint64_t size)
 {
 	struct samples to = {}, back = {}, cpu = {}, hto = {}, hback = {}, hcpu = {}, copy = {};
 	uint8_t *bounce = buffer(size, 0, 1), *dst = buffer(size, 0, 1);
-	uint64_t i, j;
+	uint64_t i;
 	char name[96];
+	int j;
 
-	for (j = 0; j <= ITERATIONS; j++) {
+	for (j = -1; j < ITERATIONS; j++) {
 		uint8_t *p = buffer(size, 1, 1);
 		uint32_t vm = vm_create(0);
 		int fd;
@@ -334,21 +343,18 @@ static void bench_migration(uint64_t size)
 			die("prefetch moved too little");
 		vsvm_op(vm, DRM_VSVM_OP_READ, p, size, 0);
 		t = now() - t;
-		if (j)
-			to.v[to.n++] = t;
+		keep(&to, j, t);
 		t = now();
 		prefetch(vm, p, size, DRM_VSVM_REGION_SYSTEM);
 		t = now() - t;
-		if (j)
-			back.v[back.n++] = t;
+		keep(&back, j, t);
 		/* CPU faults back from device memory: one byte per page. */
 		prefetch(vm, p, size, DRM_VSVM_REGION_VRAM);
 		t = now();
 		for (i = 0; i < size; i += PAGE)
 			sink += p[i];
 		t = now() - t;
-		if (j)
-			cpu.v[cpu.n++] = t;
+		keep(&cpu, j, t);
 		vm_destroy(vm);
 		munmap(p, size);
 
@@ -357,20 +363,17 @@ static void bench_migration(uint64_t size)
 		t = now();
 		hmm_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, bounce, size);
 		t = now() - t;
-		if (j)
-			hto.v[hto.n++] = t;
+		keep(&hto, j, t);
 		t = now();
 		hmm_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, p, bounce, size);
 		t = now() - t;
-		if (j)
-			hback.v[hback.n++] = t;
+		keep(&hback, j, t);
 		hmm_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, bounce, size);
 		t = now();
 		for (i = 0; i < size; i += PAGE)
 			sink += p[i];
 		t = now() - t;
-		if (j)
-			hcpu.v[hcpu.n++] = t;
+		keep(&hcpu, j, t);
 		close(fd);
 		munmap(p, size);
 
@@ -378,8 +381,7 @@ static void bench_migration(uint64_t size)
 		t = now();
 		memcpy(dst, bounce, size);
 		t = now() - t;
-		if (j)
-			copy.v[copy.n++] = t;
+		keep(&copy, j, t);
 	}
 	snprintf(name, sizeof(name), "migrate-to-vram %lluM (+read)", (unsigned long long)(size / MIB));
 	report(name, "GB/s", &to, &hto, "test_hmm MIGRATE_TO_DEV", (double)size / 1e9, 1);
@@ -413,15 +415,13 @@ static void bench_unmap(uint64_t size)
 		t = now();
 		madvise(p, size, MADV_DONTNEED);
 		t = now() - t;
-		if (j >= 0)
-			dn.v[dn.n++] = t;
+		keep(&dn, j, t);
 		memset(p, 1, size);
 		vsvm_op(vm, DRM_VSVM_OP_READ, p, size, 0);
 		t = now();
 		munmap(p, size);
 		t = now() - t;
-		if (j >= 0)
-			mun.v[mun.n++] = t;
+		keep(&mun, j, t);
 		vm_destroy(vm);
 
 		p = buffer(size, 1, 1);
@@ -430,23 +430,20 @@ static void bench_unmap(uint64_t size)
 		t = now();
 		madvise(p, size, MADV_DONTNEED);
 		t = now() - t;
-		if (j >= 0)
-			hdn.v[hdn.n++] = t;
+		keep(&hdn, j, t);
 		memset(p, 1, size);
 		hmm_cmd(fd, HMM_DMIRROR_READ, p, bounce, size);
 		t = now();
 		munmap(p, size);
 		t = now() - t;
-		if (j >= 0)
-			hmun.v[hmun.n++] = t;
+		keep(&hmun, j, t);
 		close(fd);
 
 		p = buffer(size, 1, 1);
 		t = now();
 		munmap(p, size);
 		t = now() - t;
-		if (j >= 0)
-			base.v[base.n++] = t;
+		keep(&base, j, t);
 	}
 	report("munmap 64M mirrored", "ms", &mun, &hmun, "test_hmm", 1e3, 0);
 	report("madv-dontneed 64M mirrored", "ms", &dn, &hdn, "test_hmm", 1e3, 0);
@@ -477,8 +474,7 @@ static void bench_invalidate_one(const uint64_t *counts, int ncounts)
 			for (int k = 0; k < 64; k++)
 				madvise(p + (k * 7919 % n) * PAGE, PAGE, MADV_DONTNEED);
 			t = (now() - t) / 64;
-			if (j >= 0)
-				s[c].v[s[c].n++] = t;
+			keep(&s[c], j, t);
 		}
 		vm_destroy(vm);
 		munmap(p, size);
@@ -522,8 +518,7 @@ static void bench_scaling(uint64_t size)
 		fault_in(&w[1]);
 		t = now() - t;
 		vm_destroy(vm);
-		if (j >= 0)
-			one.v[one.n++] = t;
+		keep(&one, j, t);
 
 		vm = vm_create(0);
 		w[0].vm = vm;
@@ -534,8 +529,7 @@ static void bench_scaling(uint64_t size)
 		pthread_join(t2, NULL);
 		t = now() - t;
 		vm_destroy(vm);
-		if (j >= 0)
-			two.v[two.n++] = t;
+		keep(&two, j, t);
 	}
 	report("two threads vs one (2x32M fault-in)", "GB/s", &two, &one, "one thread",
 	       2.0 * (double)size / 1e9, 1);
@@ -562,8 +556,7 @@ static void bench_teardown(uint64_t size)
 		t = now();
 		vm_destroy(vm);
 		t = now() - t;
-		if (j >= 0)
-			ours.v[ours.n++] = t;
+		keep(&ours, j, t);
 		munmap(p, size);
 
 		p = buffer(size, 1, 1);
@@ -572,8 +565,7 @@ static void bench_teardown(uint64_t size)
 		t = now();
 		close(fd);
 		t = now() - t;
-		if (j >= 0)
-			peer.v[peer.n++] = t;
+		keep(&peer, j, t);
 		munmap(p, size);
 	}
 	report("teardown 256M resident", "ms", &ours, &peer, "test_hmm close", 1e3, 0);
