@@ -42,17 +42,20 @@ impl Mapping {
     }
 
     /// Sets the entries from `pfns`, one per page; fails if there are more than were reserved.
-    pub(crate) fn fill(&mut self, pfns: &[HmmPfn], atomic: bool) -> Result {
+    /// Returns how many pages it maps (holes in `pfns` are not mapped).
+    pub(crate) fn fill(&mut self, pfns: &[HmmPfn], atomic: bool) -> Result<usize> {
         self.ptes.clear();
+        let mut mapped = 0;
         for pfn in pfns {
             let pte = pfn.is_valid().then_some(Pte {
                 pfn: *pfn,
                 writable: pfn.is_writable(),
                 atomic,
             });
+            mapped += usize::from(pte.is_some());
             self.ptes.push_within_capacity(pte).map_err(|_| ENOMEM)?;
         }
-        Ok(())
+        Ok(mapped)
     }
 
     fn span(&self) -> Range<usize> {

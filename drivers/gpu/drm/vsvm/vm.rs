@@ -66,6 +66,10 @@ use crate::{
 /// The notifier size: the span of process address space one mmu notifier covers.
 const NOTIFIER_SIZE: usize = 1 << 29;
 
+/// The aligned block around a GPU read fault whose CPU-present pages the fault handler maps too,
+/// when the faulting range is smaller.
+const FAULT_AROUND: usize = 256 * 1024;
+
 /// How many times the engine faults on one access before it gives up on it.
 const MAX_FAULTS_PER_ACCESS: u32 = 16;
 
@@ -96,6 +100,36 @@ impl Access {
             Access::Atomic => Fault::atomic(attrs.atomic, Some(vram)),
         }
     }
+}
+
+/// Calls `f` on the bursts of the `len` bytes from offset `off` of a page.
+fn for_each_burst(off: usize, len: usize, mut f: impl FnMut(usize, usize) -> Result) -> Result {
+    let mut at = off;
+    while at < off + len {
+        let n = (off + len - at).min(BURST);
+        f(at, n)?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// The sum of the bytes of a burst, eight at a time, as a GPU would add them in parallel.
+fn byte_sum(words: &[u64; BURST / 8]) -> u64 {
+    const LOW_BYTES: u64 = 0x00ff_00ff_00ff_00ff;
+    // Four 16-bit lanes, each the sum of at most 2 * 32 bytes of 255: none carries over.
+    let lanes = words
+        .iter()
+        .fold(0, |acc, w| acc + (w & LOW_BYTES) + ((w >> 8) & LOW_BYTES));
+    // The four lanes added up in the top one; their sum is below 65536 too.
+    lanes.wrapping_mul(0x0001_0001_0001_0001) >> 48
+}
+
+/// What [`Vm::bind`] bound.
+struct Bound {
+    /// The pages mapped: holes are not.
+    pages: usize,
+    /// A page of VRAM among them, if there is one.
+    in_vram: Option<usize>,
 }
 
 /// A GPU page fault in the fault queue: resolved by the fault handler, waited for by the engine.
@@ -245,33 +279,75 @@ impl Vm {
         }
         let fault = access.fault(&attrs, &self.vram);
         for _ in 0..MAX_FAULTS_PER_ACCESS {
-            svm.get_pages(&range, &fault)?;
-            // Allocated before the locks: the page table lock is taken in `invalidate`.
-            let mut mapping = Mapping::new(range.span().start, range.npages())?;
-            let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
-            let guard = svm.notifier_read();
-            let Some(valid) = svm.pages_valid(&range, &guard) else {
+            let Some(bound) = self.bind(&range, &fault)? else {
                 // Invalidated since the pages were read: read them again.
                 continue;
             };
-            mapping.fill(valid.pfns(), valid.atomic())?;
-            let in_vram = valid
-                .pfns()
-                .iter()
-                .find(|p| p.device_private_owner().is_some())
-                .and_then(|p| p.pfn());
-            svm.driver().pt.lock().bind(mapping, node);
-            drop(guard);
-            if let Some(pfn) = in_vram {
+            if let Some(pfn) = bound.in_vram {
                 Vram::touch(&self.vram, pfn);
+            }
+            if access != Access::Atomic && !attrs.prefer_vram {
+                self.fault_around(&range);
             }
             return Ok(());
         }
         Err(EAGAIN)
     }
 
+    /// Reads the pages of `range` for `fault` and binds them, with the proof that they are still
+    /// valid. Returns `None` if an invalidation came in between.
+    fn bind(&self, range: &Range<Mirror>, fault: &Fault<'_, Mirror>) -> Result<Option<Bound>> {
+        let svm = &self.svm;
+        svm.get_pages(range, fault)?;
+        // Allocated before the locks: the page table lock is taken in `invalidate`.
+        let mut mapping = Mapping::new(range.span().start, range.npages())?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let guard = svm.notifier_read();
+        let Some(valid) = svm.pages_valid(range, &guard) else {
+            return Ok(None);
+        };
+        let pages = mapping.fill(valid.pfns(), valid.atomic())?;
+        // The only device pages HMM reports are ours (the owner's): no need to ask each page.
+        let vram = self.vram.pfns();
+        let in_vram = valid
+            .pfns()
+            .iter()
+            .find_map(|p| p.pfn().filter(|pfn| vram.contains(pfn)));
+        if pages > 0 {
+            svm.driver().pt.lock().bind(mapping, node);
+        }
+        Ok(Some(Bound { pages, in_vram }))
+    }
+
+    /// Maps what the CPU has present of the ranges that follow `faulted` in its aligned block of
+    /// [`FAULT_AROUND`] bytes, as the CPU's own fault-around does: a GPU reading its way through
+    /// memory in small ranges then faults once a block, not once a range. It stops at the first
+    /// range with nothing present, so that sparse accesses insert no ranges for nothing. Best
+    /// effort: what fails here faults later.
+    fn fault_around(&self, faulted: &Range<Mirror>) {
+        let svm = &self.svm;
+        let block_end = (faulted.span().start | (FAULT_AROUND - 1)).saturating_add(1);
+        let mut addr = faulted.span().end;
+        while addr < block_end {
+            if svm.driver().pt.lock().lookup(addr).is_some() {
+                addr += PAGE_SIZE;
+                continue;
+            }
+            let Ok(range) = svm.find_or_insert(addr, self.span.clone()) else {
+                return;
+            };
+            match self.bind(&range, &Fault::present()) {
+                Ok(Some(bound)) if bound.pages > 0 => (),
+                _ => return,
+            }
+            addr = range.span().end;
+        }
+    }
+
     /// Raises a GPU page fault at `addr` for `access` into the fault queue, and waits until the
-    /// fault handler (a work item, as a fault interrupt's bottom half would be) resolved it.
+    /// fault handler (a work item, as a fault interrupt's bottom half would be) resolved it. The
+    /// work item runs on this CPU, as a bottom half runs on the CPU that took the interrupt: the
+    /// engine sleeps meanwhile, and waking a worker on another CPU would cost an interrupt.
     fn raise_fault(self: &Arc<Self>, addr: usize, access: Access) -> Result {
         let fault = Arc::pin_init(
             pin_init!(PageFault {
@@ -281,7 +357,7 @@ impl Vm {
             GFP_KERNEL,
         )?;
         let (vm, raised) = (self.clone(), fault.clone());
-        workqueue::system_dfl().try_spawn(GFP_KERNEL, move || {
+        workqueue::system_percpu().try_spawn(GFP_KERNEL, move || {
             let result = vm.resolve(addr, access);
             *raised.result.lock() = Some(result);
             raised.resolved.notify_all();
@@ -398,24 +474,32 @@ impl Vm {
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_WRITE => {
                 // CAST: The low byte is the value to write.
                 let bytes = [op.value as u8; BURST];
-                self.for_each_burst(op.addr, op.size, |addr, len| {
+                self.for_each_piece(op.addr, op.size, PAGE_SIZE, |addr, len| {
                     self.access(addr, Access::Write, |page, off| {
-                        // SAFETY: `bytes` is valid for reads of `len <= BURST` bytes.
-                        unsafe { page.write_raw(bytes.as_ptr(), off, len) }
+                        for_each_burst(off, len, |at, n| {
+                            // SAFETY: `bytes` is valid for reads of `n <= BURST` bytes.
+                            unsafe { page.write_raw(bytes.as_ptr(), at, n) }
+                        })
                     })
                 })?;
                 Ok(0)
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_READ => {
                 let mut sum = 0u64;
-                self.for_each_burst(op.addr, op.size, |addr, len| {
-                    let mut bytes = [0u8; BURST];
+                let mut words = [0u64; BURST / 8];
+                self.for_each_piece(op.addr, op.size, PAGE_SIZE, |addr, len| {
                     self.access(addr, Access::Read, |page, off| {
-                        // SAFETY: `bytes` is valid for writes of `len <= BURST` bytes.
-                        unsafe { page.read_raw(bytes.as_mut_ptr(), off, len) }
-                    })?;
-                    sum += bytes[..len].iter().map(|&b| u64::from(b)).sum::<u64>();
-                    Ok(())
+                        for_each_burst(off, len, |at, n| {
+                            if n < BURST {
+                                // The bytes past `n` must add nothing.
+                                words.fill(0);
+                            }
+                            // SAFETY: `words` is valid for writes of `n <= BURST` bytes.
+                            unsafe { page.read_raw(words.as_mut_ptr().cast(), at, n)? };
+                            sum += byte_sum(&words);
+                            Ok(())
+                        })
+                    })
                 })?;
                 Ok(sum)
             }
@@ -434,7 +518,7 @@ impl Vm {
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_COPY => {
                 let delta = op.src.wrapping_sub(op.addr);
-                self.for_each_burst(op.addr, op.size, |dst, len| {
+                self.for_each_piece(op.addr, op.size, BURST, |dst, len| {
                     // CAST: `src + size` was checked not to overflow.
                     let src = dst.wrapping_add(delta as usize);
                     let mut bytes = [0u8; BURST];
@@ -459,17 +543,19 @@ impl Vm {
         }
     }
 
-    /// Calls `f` on the pieces of `[addr, addr + size)` that lie in one page and fit a burst.
-    fn for_each_burst(
+    /// Calls `f` on the pieces of `[addr, addr + size)` that lie in one page, `max` bytes at
+    /// most each.
+    fn for_each_piece(
         &self,
         addr: u64,
         size: u64,
+        max: usize,
         mut f: impl FnMut(usize, usize) -> Result,
     ) -> Result {
         let mut at = usize::try_from(addr)?;
         let end = at.checked_add(usize::try_from(size)?).ok_or(EINVAL)?;
         while at < end {
-            let len = (end - at).min(BURST).min(PAGE_SIZE - at % PAGE_SIZE);
+            let len = (end - at).min(max).min(PAGE_SIZE - at % PAGE_SIZE);
             f(at, len)?;
             at += len;
         }

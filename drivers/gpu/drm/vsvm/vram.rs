@@ -54,7 +54,7 @@ const EVICT_ATTEMPTS: u32 = 4;
 /// How long an allocation waits for evicted blocks to come back to the allocator.
 const FREE_WAIT: Delta = Delta::from_millis(500);
 
-/// An allocation, in allocation order, for eviction: its id and its pages.
+/// An allocation, in allocation order, for eviction: its id and its pages, sorted.
 struct Allocated {
     id: u64,
     pfns: KVec<usize>,
@@ -139,7 +139,10 @@ impl Vram {
     /// Marks the allocation holding device page `pfn` of `mem` as the most recently used.
     pub(crate) fn touch(mem: &DeviceMemory<Mirror>, pfn: usize) {
         let mut allocated = mem.device().shared.allocated.lock();
-        let Some(i) = allocated.iter().position(|a| a.pfns.contains(&pfn)) else {
+        let Some(i) = allocated
+            .iter()
+            .position(|a| a.pfns.binary_search(&pfn).is_ok())
+        else {
             return;
         };
         if i + 1 < allocated.len() {
@@ -225,6 +228,8 @@ impl Vram {
         let id = shared.next_id.fetch_add(1, Relaxed);
         let mut copy = KVec::with_capacity(pfns.len(), GFP_KERNEL)?;
         copy.extend_from_slice(&pfns, GFP_KERNEL)?;
+        // Sorted, so that `touch` finds a page fast.
+        copy.sort_unstable();
         shared
             .allocated
             .lock()
@@ -253,12 +258,13 @@ impl Vram {
         if Inject::take(&mem.device().inject.fail_copies) {
             return Err(EIO);
         }
-        let mut buf = page_buffer()?;
         for (&pfn, page) in dst.iter().zip(src) {
             let vram = Self::backing(mem, pfn)?;
             match page {
-                Some(page) => copy(vram, page, &mut buf)?,
-                // SAFETY: The backing page of a device page being filled is not used elsewhere.
+                // SAFETY: The backing page of a device page being filled is not used elsewhere;
+                // the source page is locked and unmapped for the migration.
+                Some(page) => unsafe { vram.copy_from(page) },
+                // SAFETY: As above.
                 None => unsafe { vram.fill_zero_raw(0, PAGE_SIZE)? },
             }
         }
@@ -271,29 +277,13 @@ impl Vram {
         src: &[usize],
         dst: &[BorrowedPage<'_>],
     ) -> Result {
-        let mut buf = page_buffer()?;
         for (&pfn, page) in src.iter().zip(dst) {
-            copy(page, Self::backing(mem, pfn)?, &mut buf)?;
+            let vram = Self::backing(mem, pfn)?;
+            // SAFETY: The pages of a migration are locked and unmapped: nobody else reads or
+            // writes the new system page, nor writes the device page, meanwhile.
+            unsafe { page.copy_from(vram) };
         }
         Ok(())
-    }
-}
-
-fn page_buffer() -> Result<KVec<u8>> {
-    let mut buf = KVec::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
-    buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
-    Ok(buf)
-}
-
-fn copy(dst: &Page, src: &Page, buf: &mut [u8]) -> Result {
-    if buf.len() < PAGE_SIZE {
-        return Err(EINVAL);
-    }
-    // SAFETY: `buf` is valid for reads and writes of `PAGE_SIZE` bytes; the pages of a migration
-    // are locked and unmapped, nobody else writes them meanwhile.
-    unsafe {
-        src.read_raw(buf.as_mut_ptr(), 0, PAGE_SIZE)?;
-        dst.write_raw(buf.as_ptr(), 0, PAGE_SIZE)
     }
 }
 

@@ -112,7 +112,12 @@ impl ChunkSizes {
     /// The largest chunk size that needs every CPU page present, or 0.
     #[inline]
     pub fn present_only(&self) -> usize {
-        self.present_only
+        // Largest first: the first found is the largest.
+        self.sizes()
+            .iter()
+            .copied()
+            .find(|&s| self.needs_present(s))
+            .unwrap_or(0)
     }
 
     /// The sizes, largest first.
@@ -202,6 +207,11 @@ mod tests {
         assert_eq!(c.at_most(PAGE_SIZE)?.sizes(), &[PAGE_SIZE]);
         assert!(c.at_most(SZ_64K)?.needs_present(SZ_64K));
         assert_eq!(c.at_most(PAGE_SIZE - 1), Err(EINVAL));
+        // Only chunks that are left can need present pages.
+        assert_eq!(c.present_only(), SZ_64K);
+        assert_eq!(c.at_most(PAGE_SIZE)?.present_only(), 0);
+        let no_64k = ChunkSizes::new(&[SZ_2M, PAGE_SIZE])?.present_only_up_to(SZ_64K)?;
+        assert_eq!(no_64k.present_only(), 0);
         Ok(())
     }
 

@@ -47,16 +47,13 @@ impl<T: Driver> GpuSvm<T> {
                 cursor = next;
             }
         }
-        // Notifiers without ranges go. Removal waits for running callbacks, which take the
-        // notifier lock, so it is not held here.
+        // Notifiers that no range uses go (nor a fault about to insert one: a range removed
+        // above may still be in a fault's hands). Removal waits for running callbacks, which
+        // take the notifier lock, so it is not held here.
         let mut cursor = notifiers.cursor_front_mut();
         while let Some(c) = cursor {
-            let empty = {
-                let _guard = self.notifier_lock.read();
-                // SAFETY: The notifier lock is held for reading.
-                unsafe { c.current().1.ranges.get() }.is_empty()
-            };
-            cursor = if empty {
+            let unused = c.current().1.unused();
+            cursor = if unused {
                 c.remove_current().0
             } else {
                 c.move_next()

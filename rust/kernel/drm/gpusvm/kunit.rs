@@ -137,12 +137,13 @@ mod tests {
                 fail.fetch_sub(1, Relaxed);
                 return Err(EIO);
             }
-            let mut buf = page_buffer()?;
             for (&pfn, page) in dst.iter().zip(src) {
                 let vram = &mem.device().backing[pfn - mem.pfns().start];
                 match page {
-                    Some(page) => copy(vram, page, &mut buf)?,
-                    // SAFETY: The backing page of a free device page is not used by anyone.
+                    // SAFETY: The backing page of a free device page is not used by anyone; the
+                    // source is not written by anyone else during a migration.
+                    Some(page) => unsafe { vram.copy_from(page) },
+                    // SAFETY: As above.
                     None => unsafe { vram.fill_zero_raw(0, PAGE_SIZE)? },
                 }
             }
@@ -154,30 +155,11 @@ mod tests {
             src: &[usize],
             dst: &[BorrowedPage<'_>],
         ) -> Result {
-            let mut buf = page_buffer()?;
             for (&pfn, page) in src.iter().zip(dst) {
-                copy(
-                    page,
-                    &mem.device().backing[pfn - mem.pfns().start],
-                    &mut buf,
-                )?;
+                // SAFETY: The pages are not read or written by anyone else during a migration.
+                unsafe { page.copy_from(&mem.device().backing[pfn - mem.pfns().start]) };
             }
             Ok(())
-        }
-    }
-
-    fn page_buffer() -> Result<KVec<u8>> {
-        let mut buf = KVec::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
-        buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
-        Ok(buf)
-    }
-
-    fn copy(dst: &Page, src: &Page, buf: &mut [u8]) -> Result {
-        // SAFETY: `buf` is valid for reads and writes of `PAGE_SIZE` bytes; the pages are not
-        // written by anyone else during a migration.
-        unsafe {
-            src.read_raw(buf.as_mut_ptr(), 0, PAGE_SIZE)?;
-            dst.write_raw(buf.as_ptr(), 0, PAGE_SIZE)
         }
     }
 
@@ -762,6 +744,55 @@ mod tests {
         let guard = svm.notifier_read();
         let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
         assert_eq!(valid.dma_address(1), None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_range_collected_while_a_fault_holds_it_keeps_its_notifier() -> Result {
+        let map = UserMapping::new(4)?;
+        fill(&map, 4)?;
+        let svm = svm(&map)?;
+        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        map.unmap(0, 1)?;
+        assert_eq!(svm.collect_garbage(), 1);
+        // A fault still holds the range: its notifier stays, and the fault can use it.
+        assert_eq!(svm.count(), (0, 1));
+        assert_eq!(svm.get_pages(&r, &Fault::read()).err(), Some(EFAULT));
+        drop(r);
+        // Once nothing uses it, the next collection removes it.
+        let r = svm.find_or_insert(map.addr(1), 0..usize::MAX)?;
+        map.unmap(1, 1)?;
+        drop(r);
+        assert_eq!(svm.collect_garbage(), 1);
+        assert_eq!(svm.count(), (0, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn present_pages_are_read_and_nothing_is_faulted_in() -> Result {
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        let first = aligned_page(&map);
+        let half = SZ_2M / PAGE_SIZE / 2;
+        for i in first..first + half {
+            map.write(i * PAGE_SIZE, &[1])?;
+        }
+        let svm = svm(&map)?;
+        let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
+        // Twice: the second look finds the untouched half still absent.
+        for _ in 0..2 {
+            svm.get_pages(&r, &Fault::present())?;
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            let (touched, untouched) = valid.pfns().split_at(half);
+            assert!(touched.iter().all(|p| p.is_valid() && p.is_writable()));
+            assert!(untouched.iter().all(|p| !p.is_valid()));
+        }
+        assert_eq!(svm.stats().faults[0].get(), 0);
+        svm.get_pages(&r, &Fault::read())?;
+        let guard = svm.notifier_read();
+        let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+        assert!(valid.pfns().iter().all(|p| p.is_valid()));
+        assert_eq!(svm.stats().faults[0].get(), 1);
         Ok(())
     }
 

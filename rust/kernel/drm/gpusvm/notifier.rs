@@ -21,7 +21,15 @@ use crate::{
         WouldBlock, //
     },
     prelude::*,
-    sync::atomic::Relaxed,
+    sync::{
+        atomic::{
+            Acquire,
+            Atomic,
+            Relaxed,
+            Release, //
+        },
+        Arc,
+    },
 };
 
 /// The callback data of a notifier of a [`GpuSvm`]: the ranges inside it.
@@ -32,6 +40,48 @@ use crate::{
 pub(super) struct Notifier<T: Driver> {
     pub(super) svm: *const GpuSvm<T>,
     pub(super) ranges: NotifierLocked<RangeTree<T>>,
+    /// The number of [`NotifierUse`]s of the notifier.
+    pub(super) users: Arc<Atomic<usize>>,
+}
+
+impl<T: Driver> Notifier<T> {
+    /// Whether the garbage collector may remove the notifier: no range uses it, and no fault
+    /// that is about to insert one. Called with the notifiers lock of the [`GpuSvm`] held,
+    /// under which alone uses begin, so that none can begin before the removal.
+    pub(super) fn unused(&self) -> bool {
+        self.users.load(Acquire) == 0
+    }
+}
+
+/// A use of a notifier by a [`Range`](super::Range), or by a fault about to insert one: while
+/// one lives, the garbage collector leaves the notifier inserted, so that the range may use it
+/// without holding a lock. It holds only the count, which it keeps alive by itself.
+pub(super) struct NotifierUse(Arc<Atomic<usize>>);
+
+impl NotifierUse {
+    /// A use of the notifier whose count is `users`. The caller holds the notifiers lock of its
+    /// [`GpuSvm`] (see [`Notifier::unused`]).
+    pub(super) fn new(users: &Arc<Atomic<usize>>) -> Self {
+        users.fetch_add(1, Relaxed);
+        Self(users.clone())
+    }
+}
+
+impl Clone for NotifierUse {
+    /// Another use of the same notifier. It is in use already, so it cannot be removed
+    /// meanwhile: no lock is needed.
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Relaxed);
+        Self(self.0.clone())
+    }
+}
+
+impl Drop for NotifierUse {
+    fn drop(&mut self) {
+        // Release: what the user did with the notifier happens before its removal, which reads
+        // the count with `Acquire`.
+        self.0.fetch_sub(1, Release);
+    }
 }
 
 // SAFETY: `svm` outlives the notifier (type invariants); the ranges are protected by the notifier

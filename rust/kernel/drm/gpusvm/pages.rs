@@ -53,6 +53,7 @@ pub enum AtomicPolicy {
 
 /// What a GPU fault needs of the pages of a range; see [`GpuSvm::get_pages`].
 pub struct Fault<'a, T: Driver> {
+    pub(super) present_only: bool,
     pub(super) write: bool,
     pub(super) atomic: Option<(AtomicPolicy, Option<&'a DeviceMemory<T>>)>,
     pub(super) dma: Option<&'a Device<Bound>>,
@@ -63,9 +64,22 @@ impl<'a, T: Driver> Fault<'a, T> {
     #[inline]
     pub fn read() -> Self {
         Self {
+            present_only: false,
             write: false,
             atomic: None,
             dma: None,
+        }
+    }
+
+    /// What the CPU has present, faulting nothing in: pages it does not map are holes in
+    /// [`ValidPages::pfns`], and pages it maps read-only stay so. For mapping the pages around a
+    /// GPU fault before the GPU asks for them, as the CPU's fault-around does; not counted as a
+    /// fault in the statistics.
+    #[inline]
+    pub fn present() -> Self {
+        Self {
+            present_only: true,
+            ..Self::read()
         }
     }
 
@@ -118,7 +132,9 @@ impl<T: Driver> GpuSvm<T> {
         let notifier = self.notifier_of(range)?;
         let len = range.span.end - range.span.start;
         if let Some(i) = self.chunks.sizes().iter().position(|&s| s == len) {
-            self.stats.faults[i].add(1);
+            if !fault.present_only {
+                self.stats.faults[i].add(1);
+            }
         }
         if let Some((AtomicPolicy::Vram, Some(mem))) = fault.atomic {
             // Whatever does not move is made exclusive below.
@@ -129,7 +145,12 @@ impl<T: Driver> GpuSvm<T> {
         pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
         // Room for the mappings, made under the notifier lock where nothing may allocate.
         let mut dma = KVec::with_capacity(fault.dma.map_or(0, |_| npages), GFP_KERNEL)?;
-        let mut request = Request::fault(fault.write).owner(self.owner);
+        let mut request = if fault.present_only {
+            Request::SNAPSHOT
+        } else {
+            Request::fault(fault.write)
+        }
+        .owner(self.owner);
         let start = Instant::<Monotonic>::now();
         while start.elapsed() < GET_PAGES_TIMEOUT {
             let seq = notifier.read_begin();

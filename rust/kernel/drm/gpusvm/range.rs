@@ -3,7 +3,10 @@
 //! Ranges, their pages, and the index of the ranges of a notifier.
 
 use super::{
-    notifier::Notifier,
+    notifier::{
+        Notifier,
+        NotifierUse, //
+    },
     Driver,
     GpuSvm, //
 };
@@ -89,13 +92,15 @@ pub(super) struct Pages {
 ///
 /// # Invariants
 ///
-/// `notifier` is the notifier of the `GpuSvm` `svm` whose block contains the range; it stays
-/// inserted while that `GpuSvm` lives, and is only used through it (checked by address).
+/// `notifier` is the notifier of the `GpuSvm` `svm` whose block contains the range; `_use` is a
+/// use of it, so it stays inserted while that `GpuSvm` lives. It is only used through that
+/// `GpuSvm` (checked by address).
 #[pin_data]
 pub struct Range<T: Driver> {
     pub(super) svm: *const GpuSvm<T>,
     pub(super) span: ops::Range<usize>,
     pub(super) notifier: *const IntervalNotifier<Notifier<T>>,
+    pub(super) _use: NotifierUse,
     pub(super) pages: NotifierLocked<Pages>,
     /// The migrate lock: serialises migrations of the range started by the driver.
     #[pin]
@@ -103,7 +108,7 @@ pub struct Range<T: Driver> {
 }
 
 // SAFETY: `notifier` is only dereferenced while the `GpuSvm` keeps it inserted (type invariants);
-// the rest is protected by the notifier lock or is a lock.
+// the use count is atomic, the rest is protected by the notifier lock or is a lock.
 unsafe impl<T: Driver> Send for Range<T> {}
 
 // SAFETY: As above.

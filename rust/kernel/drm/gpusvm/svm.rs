@@ -6,7 +6,8 @@ use super::{
     chunk::Present,
     notifier::{
         Notifier,
-        NotifierBox, //
+        NotifierBox,
+        NotifierUse, //
     },
     range::{
         any_overlap,
@@ -160,18 +161,21 @@ impl<T: Driver> GpuSvm<T> {
         Ok(unsafe { &*range.notifier })
     }
 
-    /// The notifier whose aligned block contains `addr`, inserted if there is none yet.
+    /// The notifier whose aligned block contains `addr`, inserted if there is none yet, and a
+    /// use of it that keeps it inserted.
     fn notifier_for(
         &self,
         mm: &MmWithUser,
         addr: usize,
-    ) -> Result<*const IntervalNotifier<Notifier<T>>> {
+    ) -> Result<(*const IntervalNotifier<Notifier<T>>, NotifierUse)> {
         let start = addr & !(self.notifier_size - 1);
         let mut notifiers = self.notifiers.lock();
         if let Some(n) = notifiers.get(&start) {
-            return Ok(&**n);
+            return Ok((&**n, NotifierUse::new(&n.users)));
         }
         let svm: *const Self = self;
+        let users = Arc::new(Atomic::new(0), GFP_KERNEL)?;
+        let used = NotifierUse::new(&users);
         let notifier = KBox::pin_init(
             IntervalNotifier::new(
                 mm,
@@ -180,13 +184,14 @@ impl<T: Driver> GpuSvm<T> {
                 Notifier {
                     svm,
                     ranges: NotifierLocked::new(RBTree::new()),
+                    users,
                 },
             ),
             GFP_KERNEL,
         )?;
         let ptr: *const IntervalNotifier<Notifier<T>> = &*notifier;
         notifiers.try_create_and_insert(start, notifier, GFP_KERNEL)?;
-        Ok(ptr)
+        Ok((ptr, used))
     }
 
     /// The range containing `addr`, if there is one.
@@ -240,23 +245,25 @@ impl<T: Driver> GpuSvm<T> {
             return Err(ENOENT);
         }
         let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
-        let notifier_ptr = self.notifier_for(&mm, addr)?;
-        // SAFETY: Notifiers stay inserted while `self` lives (type invariants).
+        let (notifier_ptr, used) = self.notifier_for(&mm, addr)?;
+        // SAFETY: The notifier stays inserted while `used` lives.
         let notifier = unsafe { &*notifier_ptr };
-        let (vma_span, present) = {
+        let vma_span = {
             let mmap = mm.mmap_read_lock();
             let vma = mmap.vma_lookup(addr).ok_or(ENOENT)?;
             if vma.flags() & (virt::flags::IO | virt::flags::PFNMAP) != 0 {
                 return Err(EIO);
             }
-            let vma_span = vma.start()..vma.end();
-            let present = self.present_around(notifier, &mmap, addr, &vma_span)?;
-            (vma_span, present)
+            vma.start()..vma.end()
         };
-        let bounds = [vma_span, notifier.span(), gpuva, self.span.clone()];
-        let unfit = |ranges: &RangeTree<T>, c: &ops::Range<usize>| {
+        let bounds = [vma_span.clone(), notifier.span(), gpuva, self.span.clone()];
+        // Which pages the CPU has present, read only when a chunk that needs them is chosen:
+        // until then, every page counts as present.
+        let mut present: Option<Present> = None;
+        let unfit = |ranges: &RangeTree<T>, c: &ops::Range<usize>, present: &Option<Present>| {
             any_overlap(ranges, c)
-                || (self.chunks.needs_present(c.end - c.start) && !present.covers(c))
+                || (self.chunks.needs_present(c.end - c.start)
+                    && present.as_ref().is_some_and(|p| !p.covers(c)))
         };
 
         loop {
@@ -271,21 +278,27 @@ impl<T: Driver> GpuSvm<T> {
                     return Ok(r);
                 }
                 self.chunks
-                    .fit(addr, &bounds, |c| unfit(ranges, &c))
+                    .fit(addr, &bounds, |c| unfit(ranges, &c, &present))
                     .ok_or(ENOENT)?
             };
-            let npages = (span.end - span.start) / PAGE_SIZE;
-            let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
-            pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
+            if present.is_none() && self.chunks.needs_present(span.end - span.start) {
+                let mmap = mm.mmap_read_lock();
+                present = Some(self.present_around(notifier, &mmap, addr, &vma_span)?);
+                continue;
+            }
             let (key, wanted) = (span.end, span.clone());
+            let range_use = used.clone();
             let range = Arc::pin_init(
                 pin_init!(Range {
                     svm: self,
                     span: span.clone(),
-                    // INVARIANT: The notifier whose block contains `addr`, hence `span`.
+                    // INVARIANT: The notifier whose block contains `addr`, hence `span`, and a
+                    // use of it.
                     notifier: notifier_ptr,
+                    _use: range_use,
+                    // No pages until `get_pages` reads them.
                     pages: NotifierLocked::new(Pages {
-                        pfns,
+                        pfns: KVec::new(),
                         dma: KVec::new(),
                         seq: None,
                         unmapped: false,
