@@ -379,6 +379,8 @@ impl<T: Invalidate> IntervalNotifier<T> {
     }
 
     /// The C notifier, for the other mm abstractions.
+    // Unused until `kernel::mm::hmm` comes (a later patch of the series): `allow`, not `expect`.
+    #[allow(dead_code)]
     #[inline]
     pub(crate) fn as_raw(&self) -> *mut bindings::mmu_interval_notifier {
         self.inner.get()

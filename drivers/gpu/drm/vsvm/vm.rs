@@ -66,8 +66,8 @@ use crate::{
 /// The notifier size: the span of process address space one mmu notifier covers.
 const NOTIFIER_SIZE: usize = 1 << 29;
 
-/// The aligned block around a GPU read fault whose CPU-present pages the fault handler maps too,
-/// when the faulting range is smaller.
+/// The aligned block around a GPU fault whose CPU-present pages the fault handler maps too, when
+/// the faulting range is smaller and the GPU walks through memory (see [`Vm::fault_around`]).
 const FAULT_AROUND: usize = 256 * 1024;
 
 /// How many times the engine faults on one access before it gives up on it.
@@ -113,8 +113,9 @@ fn for_each_burst(off: usize, len: usize, mut f: impl FnMut(usize, usize) -> Res
     Ok(())
 }
 
-/// The sum of the bytes of a burst, eight at a time, as a GPU would add them in parallel.
-fn byte_sum(words: &[u64; BURST / 8]) -> u64 {
+/// The sum of the bytes of at most a burst of `words`, eight at a time, as a GPU would add them
+/// in parallel.
+fn byte_sum(words: &[u64]) -> u64 {
     const LOW_BYTES: u64 = 0x00ff_00ff_00ff_00ff;
     // Four 16-bit lanes, each the sum of at most 2 * 32 bytes of 255: none carries over.
     let lanes = words
@@ -216,6 +217,9 @@ pub(crate) struct Vm {
     jobs: Pin<KBox<Mutex<Jobs>>>,
     /// Set when the VM or its file goes: the engine stops its jobs at the next page.
     closing: Atomic<u32>,
+    /// Where the fault handler's last mapping ended: the next fault of a GPU walking forward
+    /// through memory comes there.
+    walk_end: Atomic<usize>,
     svm: Pin<KBox<GpuSvm<Mirror>>>,
 }
 
@@ -253,6 +257,7 @@ impl Vm {
             attrs,
             jobs,
             closing: Atomic::new(0),
+            walk_end: Atomic::new(0),
             svm,
         })
     }
@@ -286,9 +291,12 @@ impl Vm {
             if let Some(pfn) = bound.in_vram {
                 Vram::touch(&self.vram, pfn);
             }
-            if access != Access::Atomic && !attrs.prefer_vram {
-                self.fault_around(&range);
+            let mut end = range.span().end;
+            if addr == self.walk_end.load(Relaxed) && access != Access::Atomic && !attrs.prefer_vram
+            {
+                end = self.fault_around(&range);
             }
+            self.walk_end.store(end, Relaxed);
             return Ok(());
         }
         Err(EAGAIN)
@@ -320,11 +328,12 @@ impl Vm {
     }
 
     /// Maps what the CPU has present of the ranges that follow `faulted` in its aligned block of
-    /// [`FAULT_AROUND`] bytes, as the CPU's own fault-around does: a GPU reading its way through
-    /// memory in small ranges then faults once a block, not once a range. It stops at the first
+    /// [`FAULT_AROUND`] bytes, as the CPU's own fault-around does, for a fault where the last one's
+    /// mapping ended (a GPU walking through memory in small ranges then faults once a block, not
+    /// once a range; random accesses get nothing they did not ask for). It stops at the first
     /// range with nothing present, so that sparse accesses insert no ranges for nothing. Best
-    /// effort: what fails here faults later.
-    fn fault_around(&self, faulted: &Range<Mirror>) {
+    /// effort: what fails here faults later. Returns where the mapping ends.
+    fn fault_around(&self, faulted: &Range<Mirror>) -> usize {
         let svm = &self.svm;
         let block_end = (faulted.span().start | (FAULT_AROUND - 1)).saturating_add(1);
         let mut addr = faulted.span().end;
@@ -334,14 +343,15 @@ impl Vm {
                 continue;
             }
             let Ok(range) = svm.find_or_insert(addr, self.span.clone()) else {
-                return;
+                break;
             };
             match self.bind(&range, &Fault::present()) {
                 Ok(Some(bound)) if bound.pages > 0 => (),
-                _ => return,
+                _ => break,
             }
             addr = range.span().end;
         }
+        addr
     }
 
     /// Raises a GPU page fault at `addr` for `access` into the fault queue, and waits until the
@@ -486,20 +496,22 @@ impl Vm {
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_READ => {
                 let mut sum = 0u64;
-                let mut words = [0u64; BURST / 8];
+                // The bytes of a page are copied with the page table locked and added up after,
+                // so that the engines of one VM add in parallel.
+                let mut words = KVec::<u64>::with_capacity(PAGE_SIZE / 8, GFP_KERNEL)?;
+                words.resize(PAGE_SIZE / 8, 0, GFP_KERNEL)?;
                 self.for_each_piece(op.addr, op.size, PAGE_SIZE, |addr, len| {
+                    let used = &mut words[..len.div_ceil(8)];
+                    // The bytes past `len` in the last word must add nothing.
+                    if let Some(last) = used.last_mut() {
+                        *last = 0;
+                    }
                     self.access(addr, Access::Read, |page, off| {
-                        for_each_burst(off, len, |at, n| {
-                            if n < BURST {
-                                // The bytes past `n` must add nothing.
-                                words.fill(0);
-                            }
-                            // SAFETY: `words` is valid for writes of `n <= BURST` bytes.
-                            unsafe { page.read_raw(words.as_mut_ptr().cast(), at, n)? };
-                            sum += byte_sum(&words);
-                            Ok(())
-                        })
-                    })
+                        // SAFETY: `used` is valid for writes of `len <= PAGE_SIZE` bytes.
+                        unsafe { page.read_raw(used.as_mut_ptr().cast(), off, len) }
+                    })?;
+                    sum += used.chunks(BURST / 8).map(byte_sum).sum::<u64>();
+                    Ok(())
                 })?;
                 Ok(sum)
             }

@@ -402,8 +402,10 @@ mod tests {
             Some(EFAULT)
         );
         assert_eq!(svm.get_pages(&r, &Fault::read()).err(), Some(EFAULT));
-        // The exit unmapped everything: nothing can be bound, and the collector cleans up.
+        // The exit unmapped everything: nothing can be bound, and once the fault lets go of the
+        // range, the collector cleans up.
         assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        drop(r);
         svm.collect_garbage();
         assert_eq!(svm.count(), (0, 0));
         Ok(())
@@ -472,11 +474,11 @@ mod tests {
         assert_eq!(svm.driver().bound(map.addr(middle)), None);
         assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
 
+        drop(r);
         assert_eq!(svm.collect_garbage(), 1);
         assert_eq!(svm.driver().bound(start), None);
         assert_eq!(svm.count(), (0, 0));
         assert_eq!(svm.stats().gc_runs.get(), 1);
-        drop(r);
 
         // The survivors on both sides fault in again, as ranges inside the VMAs left.
         for page in [first, middle - 1, middle + 1, first + SZ_2M / PAGE_SIZE - 1] {
