@@ -455,6 +455,26 @@ mod tests {
     }
 
     #[test]
+    fn an_invalidation_takes_only_the_proof_of_the_ranges_it_hits() -> Result {
+        let map = UserMapping::new(16)?;
+        // Two pages touched: two 4K ranges (no 64K chunk over absent pages).
+        map.write(0, &[1])?;
+        map.write(15 * PAGE_SIZE, &[1])?;
+        let svm = svm(&map)?;
+        let a = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        let b = svm.find_or_insert(map.addr(15), 0..usize::MAX)?;
+        assert!(!a.span().contains(&map.addr(15)));
+        svm.get_pages(&a, &Fault::read())?;
+        svm.get_pages(&b, &Fault::read())?;
+        // Same notifier, one page of `a` dropped: `b` keeps its proof.
+        map.dontneed(0, 1)?;
+        let guard = svm.notifier_read();
+        assert!(svm.pages_valid(&a, &guard).is_none());
+        assert!(svm.pages_valid(&b, &guard).is_some());
+        Ok(())
+    }
+
+    #[test]
     fn partial_munmap_leaves_no_stale_pte_and_survivors_fault_again() -> Result {
         let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
         let first = aligned_page(&map);

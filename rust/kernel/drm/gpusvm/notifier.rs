@@ -123,15 +123,17 @@ impl<T: Driver> Invalidate for Notifier<T> {
             svm.stats.invalidations.add(1);
             // SAFETY: As above, and this is the only borrow of these pages.
             let pages = unsafe { r.pages.get_mut() };
-            // The pages may be freed once this returns: unmap them now (this frees nothing).
+            // The pages may be freed once this returns: unmap them now (this frees nothing), and
+            // take the bind proof away until they are read again.
             pages.dma.clear();
+            pages.valid = false;
             if range.event() == Event::Unmap && !pages.unmapped {
                 pages.unmapped = true;
                 svm.garbage.fetch_add(1, Relaxed);
             }
             cursor = c.move_next();
         }
-        // Readers of the pages now fail `read_retry`: the pages are stale.
+        // Reads of pages begun before this now fail `read_retry`: what they read may be stale.
         Ok(seq.set())
     }
 }

@@ -195,7 +195,7 @@ impl<T: Driver> GpuSvm<T> {
             core::mem::swap(&mut pages.pfns, &mut pfns);
             // The old mappings are unmapped with `dma` when it goes, after the lock.
             core::mem::swap(&mut pages.dma, &mut dma);
-            pages.seq = Some(seq);
+            pages.valid = true;
             pages.atomic = fault.atomic.is_some();
             return Ok(());
         }
@@ -250,7 +250,9 @@ impl<T: Driver> GpuSvm<T> {
     }
 
     /// The proof that the pages of `range` are current, if they are: read with
-    /// [`GpuSvm::get_pages`], not invalidated since, and the range not unmapped.
+    /// [`GpuSvm::get_pages`], not invalidated since, and the range not unmapped. Only an
+    /// invalidation that overlaps the range takes the proof away, not one of another range of
+    /// the same notifier.
     pub fn pages_valid<'a>(
         &self,
         range: &'a Range<T>,
@@ -259,11 +261,10 @@ impl<T: Driver> GpuSvm<T> {
         if !core::ptr::eq(guard.0.sem(), &self.notifier_lock) {
             return None;
         }
-        let notifier = self.notifier_of(range).ok()?;
+        self.notifier_of(range).ok()?;
         // SAFETY: `guard` holds this GPU SVM's notifier lock for reading.
         let pages = unsafe { range.pages.get() };
-        let seq = pages.seq.as_ref()?;
-        if pages.unmapped || notifier.read_retry(seq) {
+        if !pages.valid || pages.unmapped {
             return None;
         }
         Some(ValidPages {

@@ -17,10 +17,7 @@ use crate::{
     },
     mm::{
         hmm::HmmPfn,
-        mmu_notifier::{
-            IntervalNotifier,
-            Seq, //
-        },
+        mmu_notifier::IntervalNotifier, //
     },
     page::PAGE_SIZE,
     prelude::*,
@@ -79,8 +76,10 @@ pub(super) struct Pages {
     pub(super) pfns: KVec<HmmPfn>,
     /// The DMA mappings of the system pages, if they were mapped for the device.
     pub(super) dma: KVec<Option<PageMapping>>,
-    /// The notifier sequence the pages were read under, if they were.
-    pub(super) seq: Option<Seq>,
+    /// Whether the pages are current: read by [`GpuSvm::get_pages`] under a notifier sequence
+    /// still current when they were stored, and no invalidation of the range since (the
+    /// callback clears it). Invalidations of other ranges of the notifier leave it.
+    pub(super) valid: bool,
     /// Whether part of the range was unmapped: it must be torn down.
     pub(super) unmapped: bool,
     /// Whether the device may do atomics on every page: each is in device memory of the owner

@@ -300,7 +300,7 @@ impl<T: Driver> GpuSvm<T> {
                     pages: NotifierLocked::new(Pages {
                         pfns: KVec::new(),
                         dma: KVec::new(),
-                        seq: None,
+                        valid: false,
                         unmapped: false,
                         atomic: false,
                     }),
