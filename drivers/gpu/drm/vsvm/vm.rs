@@ -21,6 +21,7 @@ use kernel::{
     },
     new_condvar,
     new_mutex,
+    new_rwsem,
     page::{
         BorrowedPage,
         Page,
@@ -35,7 +36,8 @@ use kernel::{
         },
         Arc,
         CondVar,
-        Mutex, //
+        Mutex,
+        RwSemaphore, //
     },
     time::{
         delay::fsleep,
@@ -173,8 +175,10 @@ const MAX_ATTRS: usize = uapi::DRM_VSVM_MAX_ATTRS as usize;
 /// The GPU side of a VM's GPU SVM: the page table.
 #[pin_data]
 pub(crate) struct Mirror {
+    /// Read by the engines, each access to a page under the read lock, so that engines on one
+    /// VM run in parallel; written by binds and invalidations.
     #[pin]
-    pt: Mutex<PageTable>,
+    pt: RwSemaphore<PageTable>,
     gpu_faults: Atomic<u64>,
 }
 
@@ -183,9 +187,9 @@ impl Driver for Mirror {
     type Allocation = VramBlocks;
 
     fn invalidate(&self, _range: &Range<Self>, span: Span<usize>, _event: Event) {
-        // The engine accesses memory with the page table locked: once this returns, it cannot
-        // reach the pages of `span` any more (the simulated TLB flush).
-        self.pt.lock().zap(&span);
+        // The engine accesses memory with the page table read-locked: once this has held the
+        // write lock, it cannot reach the pages of `span` any more (the simulated TLB flush).
+        self.pt.write().zap(&span);
     }
 
     fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(VramBlocks, FreePages)> {
@@ -234,7 +238,7 @@ impl Vm {
     ) -> Result<Self> {
         let owner = vram.owner();
         let mirror = pin_init!(Mirror {
-            pt <- new_mutex!(PageTable::new(), "vsvm_page_table"),
+            pt <- new_rwsem!(PageTable::new(), "vsvm_page_table"),
             gpu_faults: Atomic::new(0),
         });
         let svm = KBox::pin_init(
@@ -322,7 +326,7 @@ impl Vm {
             .iter()
             .find_map(|p| p.pfn().filter(|pfn| vram.contains(pfn)));
         if pages > 0 {
-            svm.driver().pt.lock().bind(mapping, node);
+            svm.driver().pt.write().bind(mapping, node);
         }
         Ok(Some(Bound { pages, in_vram }))
     }
@@ -338,7 +342,7 @@ impl Vm {
         let block_end = (faulted.span().start | (FAULT_AROUND - 1)).saturating_add(1);
         let mut addr = faulted.span().end;
         while addr < block_end {
-            if svm.driver().pt.lock().lookup(addr).is_some() {
+            if svm.driver().pt.read().lookup(addr).is_some() {
                 addr += PAGE_SIZE;
                 continue;
             }
@@ -396,7 +400,7 @@ impl Vm {
         }
         for _ in 0..MAX_FAULTS_PER_ACCESS {
             {
-                let pt = mirror.pt.lock();
+                let pt = mirror.pt.read();
                 if let Some(pte) = pt.lookup(page_addr).filter(|p| access.allowed(p)) {
                     let off = addr - page_addr;
                     if pte.pfn.device_private_owner().is_some() {
@@ -496,8 +500,7 @@ impl Vm {
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_READ => {
                 let mut sum = 0u64;
-                // The bytes of a page are copied with the page table locked and added up after,
-                // so that the engines of one VM add in parallel.
+                // The bytes of a page are copied with the page table locked and added up after.
                 let mut words = KVec::<u64>::with_capacity(PAGE_SIZE / 8, GFP_KERNEL)?;
                 words.resize(PAGE_SIZE / 8, 0, GFP_KERNEL)?;
                 self.for_each_piece(op.addr, op.size, PAGE_SIZE, |addr, len| {
@@ -595,7 +598,7 @@ impl Vm {
 
     /// The device page table entries of the pages from `addr`, one per entry of `out`.
     pub(crate) fn snapshot(&self, addr: usize, out: &mut [uapi::drm_vsvm_pte]) {
-        let pt = self.svm.driver().pt.lock();
+        let pt = self.svm.driver().pt.read();
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = match pt.lookup_entry(addr + i * PAGE_SIZE) {
                 None => uapi::drm_vsvm_pte::default(),
@@ -685,7 +688,7 @@ impl Vm {
         stats.gc_ranges = s.gc_ranges.get();
         // CAST: Counts of objects in memory fit in 64 bits.
         stats.ranges = self.svm.count().0 as u64;
-        stats.bound_pages = self.svm.driver().pt.lock().bound() as u64;
+        stats.bound_pages = self.svm.driver().pt.read().bound() as u64;
         stats.migrations_to_vram = s.migrations_to_vram.get();
         stats.bytes_to_vram = s.bytes_to_vram.get();
         stats.bytes_evicted = s.bytes_evicted.get();
