@@ -44,14 +44,25 @@ static void *fault_worker(void *arg)
 		uint8_t byte = (uint8_t)(w->id * 32 + r + 1);
 		uint64_t sum = 0;
 
-		if (__vsvm_read(fd, vm, w->buf, w->size, &sum))
-			w->errors++;
-		if (__vsvm_write(fd, vm, mine, slice, byte))
-			w->errors++;
-		if (__vsvm_read(fd, vm, mine, slice, &sum) || sum != byte * slice)
-			w->errors++;
+		uint64_t bad = 0;
+		int ret;
+
+		ret = __vsvm_read(fd, vm, w->buf, w->size, &sum);
+		if (ret)
+			w->errors++, igt_warn("thread %d round %d: read: %d\n", w->id, r, ret);
+		ret = __vsvm_write(fd, vm, mine, slice, byte);
+		if (ret)
+			w->errors++, igt_warn("thread %d round %d: write: %d\n", w->id, r, ret);
+		ret = __vsvm_read(fd, vm, mine, slice, &sum);
+		if (ret || sum != byte * slice)
+			w->errors++, igt_warn("thread %d round %d: read back: %d, sum %llu of %llu\n",
+					      w->id, r, ret, (unsigned long long)sum,
+					      (unsigned long long)(byte * slice));
 		for (uint64_t i = 0; i < slice; i += 512)
-			w->errors += mine[i] != byte;
+			bad += mine[i] != byte;
+		if (bad)
+			w->errors += bad, igt_warn("thread %d round %d: %llu CPU checks differ\n",
+						   w->id, r, (unsigned long long)bad);
 		/* The CPU writes too: the GPU mapping of the page goes. */
 		mine[r * PAGE % slice] = byte;
 	}

@@ -127,13 +127,15 @@ impl<T: Driver> Invalidate for Notifier<T> {
             // take the bind proof away until they are read again.
             pages.dma.clear();
             pages.valid = false;
+            pages.invalidations = pages.invalidations.wrapping_add(1);
             if range.event() == Event::Unmap && !pages.unmapped {
                 pages.unmapped = true;
                 svm.garbage.fetch_add(1, Relaxed);
             }
             cursor = c.move_next();
         }
-        // Reads of pages begun before this now fail `read_retry`: what they read may be stale.
+        // Read sections begun before this end in `EBUSY` from HMM, and `read_begin` waits until
+        // the event is over.
         Ok(seq.set())
     }
 }

@@ -37,7 +37,8 @@ use crate::{
     },
 };
 
-/// How long [`GpuSvm::get_pages`] keeps starting again when invalidations race with it.
+/// How long [`GpuSvm::get_pages`] keeps starting again when invalidations race with it and no
+/// page came in meanwhile.
 const GET_PAGES_TIMEOUT: Delta = Delta::from_millis(hmm::DEFAULT_TIMEOUT_MS as i64);
 
 /// Where a GPU atomic access to a range is done; see [`Fault::atomic`].
@@ -121,11 +122,11 @@ impl<'a, T: Driver> Fault<'a, T> {
 
 impl<T: Driver> GpuSvm<T> {
     /// Reads the pages of `range` from the CPU page tables for `fault`, faulting them in, and
-    /// records them with the notifier sequence they are valid for.
+    /// stores them in the range, valid until an invalidation overlaps it.
     ///
     /// Fails with [`EFAULT`] if the process is exiting or a page cannot be faulted in, [`EPERM`]
     /// for a write to a read-only mapping, [`EBUSY`] if invalidations kept racing with it for
-    /// [`hmm::DEFAULT_TIMEOUT_MS`], [`ENOMEM`] if a DMA mapping fails, with `EOPNOTSUPP` for an
+    /// [`hmm::DEFAULT_TIMEOUT_MS`] without a page coming in, [`ENOMEM`] if a DMA mapping fails, with `EOPNOTSUPP` for an
     /// atomic fault on pages that cannot be exclusive (not anonymous, or hugetlb), and with the
     /// errors of [`hmm::range_fault`].
     pub fn get_pages(&self, range: &Range<T>, fault: &Fault<'_, T>) -> Result {
@@ -151,8 +152,16 @@ impl<T: Driver> GpuSvm<T> {
             Request::fault(fault.write)
         }
         .owner(self.owner);
-        let start = Instant::<Monotonic>::now();
+        let mut start = Instant::<Monotonic>::now();
+        let mut ready = 0;
         while start.elapsed() < GET_PAGES_TIMEOUT {
+            let invalidations = {
+                let _guard = self.notifier_lock.read();
+                // SAFETY: The notifier lock is held for reading.
+                unsafe { range.pages.get() }.invalidations
+            };
+            // Taken after the count: an invalidation of the range counted before it is over
+            // (`read_begin` waits for it), one counted after it shows in the count below.
             let seq = notifier.read_begin();
             let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
             let mmap = mm.mmap_read_lock();
@@ -164,6 +173,17 @@ impl<T: Driver> GpuSvm<T> {
             match res {
                 Err(e) if e == EBUSY => {
                     self.stats.retries.add(1);
+                    // HMM ends a pass after each fault it takes, which invalidates: a large range
+                    // takes a pass a page. Only a pass that brought nothing in counts against
+                    // the time limit.
+                    let now_ready = pfns
+                        .iter()
+                        .filter(|p| p.is_valid() && (!fault.write || p.is_writable()))
+                        .count();
+                    if now_ready > ready {
+                        ready = now_ready;
+                        start = Instant::<Monotonic>::now();
+                    }
                     continue;
                 }
                 res => res?,
@@ -177,7 +197,12 @@ impl<T: Driver> GpuSvm<T> {
                 continue;
             }
             let _guard = self.notifier_lock.write();
-            if notifier.read_retry(&seq) {
+            // SAFETY: The notifier lock is held for writing; this is the only borrow.
+            let pages = unsafe { range.pages.get_mut() };
+            // Only invalidations of this range make the read stale, not those of the other
+            // ranges of the notifier, which `read_retry` would also report: threads faulting
+            // ranges of one notifier would otherwise keep starting each other over.
+            if pages.invalidations != invalidations {
                 self.stats.retries.add(1);
                 continue;
             }
@@ -190,8 +215,6 @@ impl<T: Driver> GpuSvm<T> {
                         .map_err(|_| ENOMEM)?;
                 }
             }
-            // SAFETY: The notifier lock is held for writing; this is the only borrow.
-            let pages = unsafe { range.pages.get_mut() };
             core::mem::swap(&mut pages.pfns, &mut pfns);
             // The old mappings are unmapped with `dma` when it goes, after the lock.
             core::mem::swap(&mut pages.dma, &mut dma);
@@ -209,14 +232,14 @@ impl<T: Driver> GpuSvm<T> {
 
     /// Maps system page `pfn` for DMA by `dev`; device pages and holes are not mapped.
     ///
-    /// Called with the notifier lock held, with `pfn` read under a notifier sequence that is
-    /// still current.
+    /// Called with the notifier lock held, with `pfn` read by a pass that no invalidation of the
+    /// range overlapped.
     fn map_page(&self, dev: &Device<Bound>, pfn: HmmPfn) -> Result<Option<PageMapping>> {
         if pfn.device_private_owner().is_some() {
             return Ok(None);
         }
-        // SAFETY: The page was read under a sequence still current, with the notifier lock held:
-        // it stays allocated until an invalidation, which unmaps it first.
+        // SAFETY: No invalidation of the range ran since the page was read, and the notifier lock
+        // is held: it stays allocated until the next one, which unmaps it first.
         let Some(page) = (unsafe { pfn.page() }) else {
             return Ok(None);
         };

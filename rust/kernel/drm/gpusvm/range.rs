@@ -80,6 +80,9 @@ pub(super) struct Pages {
     /// still current when they were stored, and no invalidation of the range since (the
     /// callback clears it). Invalidations of other ranges of the notifier leave it.
     pub(super) valid: bool,
+    /// How many invalidations overlapped the range: a read of the pages is stored only if
+    /// none came since it began, whatever other ranges of the notifier saw.
+    pub(super) invalidations: u64,
     /// Whether part of the range was unmapped: it must be torn down.
     pub(super) unmapped: bool,
     /// Whether the device may do atomics on every page: each is in device memory of the owner

@@ -301,6 +301,7 @@ impl<T: Driver> GpuSvm<T> {
                         pfns: KVec::new(),
                         dma: KVec::new(),
                         valid: false,
+                        invalidations: 0,
                         unmapped: false,
                         atomic: false,
                     }),
