@@ -54,10 +54,11 @@ static void *fault_worker(void *arg)
 		if (ret)
 			w->errors++, igt_warn("thread %d round %d: write: %d\n", w->id, r, ret);
 		ret = __vsvm_read(fd, vm, mine, slice, &sum);
-		if (ret || sum != byte * slice)
-			w->errors++, igt_warn("thread %d round %d: read back: %d, sum %llu of %llu\n",
-					      w->id, r, ret, (unsigned long long)sum,
-					      (unsigned long long)(byte * slice));
+		if (ret || sum != byte * slice) {
+			w->errors++;
+			igt_warn("thread %d round %d: read back: %d, sum %llu of %llu\n", w->id, r,
+				 ret, (unsigned long long)sum, (unsigned long long)(byte * slice));
+		}
 		for (uint64_t i = 0; i < slice; i += 512)
 			bad += mine[i] != byte;
 		if (bad)

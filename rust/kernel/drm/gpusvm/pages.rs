@@ -39,7 +39,15 @@ use crate::{
 
 /// How long [`GpuSvm::get_pages`] keeps starting again when invalidations race with it and no
 /// page came in meanwhile.
+///
+/// A pass that faults pages in shows them only in the pass after it (HMM ends the walk with
+/// `EBUSY` as soon as it faulted), and one such pass may take longer than this on a slow
+/// machine: the limit applies once [`GET_PAGES_STALLED`] passes in a row brought nothing in.
 const GET_PAGES_TIMEOUT: Delta = Delta::from_millis(hmm::DEFAULT_TIMEOUT_MS as i64);
+
+/// How many passes in a row that brought no page in [`GpuSvm::get_pages`] makes before it may
+/// give up (see [`GET_PAGES_TIMEOUT`]).
+const GET_PAGES_STALLED: u32 = 8;
 
 /// Where a GPU atomic access to a range is done; see [`Fault::atomic`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -126,9 +134,9 @@ impl<T: Driver> GpuSvm<T> {
     ///
     /// Fails with [`EFAULT`] if the process is exiting or a page cannot be faulted in, [`EPERM`]
     /// for a write to a read-only mapping, [`EBUSY`] if invalidations kept racing with it for
-    /// [`hmm::DEFAULT_TIMEOUT_MS`] without a page coming in, [`ENOMEM`] if a DMA mapping fails, with `EOPNOTSUPP` for an
-    /// atomic fault on pages that cannot be exclusive (not anonymous, or hugetlb), and with the
-    /// errors of [`hmm::range_fault`].
+    /// [`hmm::DEFAULT_TIMEOUT_MS`] without a page coming in, [`ENOMEM`] if a DMA mapping fails,
+    /// with `EOPNOTSUPP` for an atomic fault on pages that cannot be exclusive (not anonymous, or
+    /// hugetlb), and with the errors of [`hmm::range_fault`].
     pub fn get_pages(&self, range: &Range<T>, fault: &Fault<'_, T>) -> Result {
         let notifier = self.notifier_of(range)?;
         let len = range.span.end - range.span.start;
@@ -152,9 +160,12 @@ impl<T: Driver> GpuSvm<T> {
             Request::fault(fault.write)
         }
         .owner(self.owner);
-        let mut start = Instant::<Monotonic>::now();
-        let mut ready = 0;
-        while start.elapsed() < GET_PAGES_TIMEOUT {
+        let mut progress = Instant::<Monotonic>::now();
+        let (mut ready, mut stalled) = (0, 0);
+        loop {
+            if stalled >= GET_PAGES_STALLED && progress.elapsed() >= GET_PAGES_TIMEOUT {
+                return Err(EBUSY);
+            }
             let invalidations = {
                 let _guard = self.notifier_lock.read();
                 // SAFETY: The notifier lock is held for reading.
@@ -173,16 +184,18 @@ impl<T: Driver> GpuSvm<T> {
             match res {
                 Err(e) if e == EBUSY => {
                     self.stats.retries.add(1);
-                    // HMM ends a pass after each fault it takes, which invalidates: a large range
-                    // takes a pass a page. Only a pass that brought nothing in counts against
-                    // the time limit.
+                    // HMM ends a pass after the faults it takes, which invalidate: a large range
+                    // takes several passes. Only passes that bring nothing in count against the
+                    // time limit.
                     let now_ready = pfns
                         .iter()
                         .filter(|p| p.is_valid() && (!fault.write || p.is_writable()))
                         .count();
                     if now_ready > ready {
-                        ready = now_ready;
-                        start = Instant::<Monotonic>::now();
+                        (ready, stalled) = (now_ready, 0);
+                        progress = Instant::<Monotonic>::now();
+                    } else {
+                        stalled += 1;
                     }
                     continue;
                 }
@@ -204,6 +217,7 @@ impl<T: Driver> GpuSvm<T> {
             // ranges of one notifier would otherwise keep starting each other over.
             if pages.invalidations != invalidations {
                 self.stats.retries.add(1);
+                stalled += 1;
                 continue;
             }
             if let Some(dev) = fault.dma {
@@ -222,7 +236,6 @@ impl<T: Driver> GpuSvm<T> {
             pages.atomic = fault.atomic.is_some();
             return Ok(());
         }
-        Err(EBUSY)
     }
 
     /// Whether `pfn` is a page of our device memory the CPU maps read-only.
