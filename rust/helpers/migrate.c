@@ -39,3 +39,8 @@ __rust_helper void rust_helper_folio_put(struct folio *folio)
 {
 	folio_put(folio);
 }
+
+__rust_helper struct folio *rust_helper_folio_alloc(gfp_t gfp, unsigned int order)
+{
+	return folio_alloc(gfp, order);
+}

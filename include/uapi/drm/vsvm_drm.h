@@ -406,8 +406,14 @@ struct drm_vsvm_stats {
 	/** @dev_bytes_evicted: Out: bytes those evictions moved to system memory. */
 	__u64 dev_bytes_evicted;
 
+	/**
+	 * @dev_huge_folios: Out: 2 MiB huge pages that moved to or from the device's VRAM whole,
+	 * as one folio.
+	 */
+	__u64 dev_huge_folios;
+
 	/** @reserved: Must be zero. */
-	__u64 reserved[3];
+	__u64 reserved[2];
 };
 
 #define DRM_VSVM_VM_CREATE		0x00

@@ -125,7 +125,7 @@ impl MigratePfn {
 
 /// A destination of a [`Migration`]: a locked folio, with one reference that the migration takes.
 ///
-/// Implemented by [`SystemPage`] and by the new device-private folios of
+/// Implemented by [`SystemFolio`] and by the new device-private folios of
 /// [`Pagemap`](crate::mm::pagemap::Pagemap).
 ///
 /// # Safety
@@ -138,50 +138,90 @@ pub unsafe trait Destination {
     fn into_locked_folio(self) -> (NonNull<bindings::page>, u32);
 }
 
-/// A new system memory page, locked, for a migration back to system memory.
+/// A new system memory folio, locked, for a migration back to system memory: a single page, or
+/// a PMD-sized folio for a compound entry ([`SystemFolio::alloc_huge`]).
 ///
 /// Dropping it unused unlocks and frees it.
 ///
 /// # Invariants
 ///
-/// `page` is a locked order-0 page that this object holds one reference to.
-pub struct SystemPage {
+/// `page` is the first page of a locked folio of `1 << order` pages that this object holds one
+/// reference to.
+pub struct SystemFolio {
     page: NonNull<bindings::page>,
+    order: u32,
 }
 
-impl SystemPage {
+impl SystemFolio {
     /// Allocates and locks a movable system memory page.
     pub fn alloc() -> Result<Self> {
         // SAFETY: Allocating an order-0 page has no requirements.
         let page = unsafe { bindings::alloc_pages(bindings::GFP_HIGHUSER_MOVABLE, 0) };
+        // SAFETY: The page is new: nobody else can hold its lock.
+        unsafe { Self::lock(page, 0) }
+    }
+
+    /// Allocates and locks a movable folio of [`PMD_ORDER`], to take a compound entry whole.
+    ///
+    /// It may reclaim or compact memory to find one, and fails with [`ENOMEM`] without a warning:
+    /// a caller that can falls back to single pages then.
+    pub fn alloc_huge() -> Result<Self> {
+        let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOWARN;
+        // SAFETY: Allocating a folio has no requirements.
+        let folio = unsafe { bindings::folio_alloc(gfp, PMD_ORDER) };
+        if folio.is_null() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: `folio` is a valid folio.
+        let page = unsafe { bindings::folio_page(folio, 0) };
+        // SAFETY: The folio is new: nobody else can hold its lock.
+        unsafe { Self::lock(page, PMD_ORDER) }
+    }
+
+    /// # Safety
+    ///
+    /// `page` is null or the first page of a new folio of `1 << order` pages, whose one reference
+    /// the caller gives up.
+    unsafe fn lock(page: *mut bindings::page, order: u32) -> Result<Self> {
         let page = NonNull::new(page).ok_or(ENOMEM)?;
-        // SAFETY: The page was just allocated; nobody else can hold its lock.
+        // SAFETY: The folio is new (safety requirements); locking its first page locks it.
         unsafe { bindings::lock_page(page.as_ptr()) };
-        // INVARIANT: The page is locked and its only reference is ours.
-        Ok(Self { page })
+        // INVARIANT: The folio is locked and its only reference is ours.
+        Ok(Self { page, order })
     }
 
-    /// The page, to copy the data into.
+    /// The number of pages of the folio.
     #[inline]
-    pub fn page(&self) -> BorrowedPage<'_> {
-        // SAFETY: By the type invariants the page is allocated while `self` lives.
-        unsafe { BorrowedPage::from_raw(self.page) }
+    pub fn pages(&self) -> usize {
+        1 << self.order
+    }
+
+    /// Page `n` of the folio, to copy the data into; `None` if `n` is out of the folio.
+    #[inline]
+    pub fn page(&self, n: usize) -> Option<BorrowedPage<'_>> {
+        if n >= self.pages() {
+            return None;
+        }
+        // SAFETY: By the type invariants the folio is allocated while `self` lives, and its pages
+        // are consecutive `struct page`s (`folio_page`).
+        Some(unsafe { BorrowedPage::from_raw(NonNull::new_unchecked(self.page.as_ptr().add(n))) })
     }
 }
 
-// SAFETY: By the type invariants the page is locked and referenced; `forget` gives the reference
+// SAFETY: By the type invariants the folio is locked and referenced; `forget` gives the reference
 // up.
-unsafe impl Destination for SystemPage {
+unsafe impl Destination for SystemFolio {
     fn into_locked_folio(self) -> (NonNull<bindings::page>, u32) {
-        let page = self.page;
+        let folio = (self.page, self.order);
         core::mem::forget(self);
-        (page, 0)
+        folio
     }
 }
 
-impl Drop for SystemPage {
+impl Drop for SystemFolio {
     fn drop(&mut self) {
-        // SAFETY: By the type invariants the page is locked and we hold a reference.
+        // SAFETY: By the type invariants the folio is locked and we hold a reference; dropping
+        // the reference of the first page drops the folio's.
         unsafe {
             bindings::unlock_page(self.page.as_ptr());
             bindings::put_page(self.page.as_ptr());
@@ -204,11 +244,13 @@ enum Source<'a> {
 ///
 /// The migration was set up with `src` and `dst` (`npages` entries each) and is not finalized:
 /// it is finalized exactly once, when dropped. `dst` entries are 0 or hold a locked page whose
-/// reference the migration owns.
+/// reference the migration owns. `moved` tells whether the mappings were moved
+/// ([`Migration::pages`]).
 pub struct Migration<'a> {
     source: Source<'a>,
     src: KVec<c_ulong>,
     dst: KVec<c_ulong>,
+    moved: bool,
 }
 
 impl<'a> Migration<'a> {
@@ -278,6 +320,7 @@ impl<'a> Migration<'a> {
             source: Source::Vma(args, PhantomData),
             src,
             dst,
+            moved: false,
         })
     }
 
@@ -302,6 +345,7 @@ impl<'a> Migration<'a> {
             source: Source::Device,
             src,
             dst,
+            moved: false,
         })
     }
 
@@ -325,6 +369,7 @@ impl<'a> Migration<'a> {
             source: Source::Device,
             src,
             dst,
+            moved: false,
         })
     }
 
@@ -382,8 +427,10 @@ impl<'a> Migration<'a> {
 
     /// Gives source entry `i` its destination, with the data already copied into it.
     ///
-    /// A compound entry can take a folio of [`PMD_ORDER`], or a single page (the source is then
-    /// split, and only its first page moves). A folio for a non-compound entry does not move.
+    /// A compound entry can take a folio of [`PMD_ORDER`]. In a migration that
+    /// [splits](Migration::can_split), it can take a single page instead, as can each entry it
+    /// covers (up to `i + entry_pages(i)`): the source is then split and each page moves to its
+    /// own destination. A folio for a non-compound entry does not move.
     ///
     /// Fails with [`EINVAL`] if `i` is out of range and [`EBUSY`] if the entry already has one;
     /// `dst` is released then. A destination given to an entry that cannot migrate is released
@@ -415,6 +462,14 @@ impl<'a> Migration<'a> {
         Ok(())
     }
 
+    /// Whether a compound entry can move to single pages, its source being split: only in a
+    /// migration of a VMA range. Without an address space, a compound entry moves only to a
+    /// folio of its size.
+    #[inline]
+    pub fn can_split(&self) -> bool {
+        matches!(self.source, Source::Vma(..))
+    }
+
     /// Moves the mappings of the entries that have a destination; see [`Migrated`].
     pub fn pages(mut self) -> Migrated<'a> {
         let npages = self.npages();
@@ -426,12 +481,30 @@ impl<'a> Migration<'a> {
                 bindings::migrate_device_pages(self.src.as_mut_ptr(), self.dst.as_mut_ptr(), npages)
             },
         }
+        // INVARIANT: The mappings moved.
+        self.moved = true;
         Migrated(self)
     }
 }
 
 impl Drop for Migration<'_> {
     fn drop(&mut self) {
+        if !self.moved {
+            // Finalization would map the destinations, which never got the sources' state:
+            // release them, so that every source is restored.
+            for dst in self.dst.iter_mut() {
+                if let Some(pfn) = MigratePfn(*dst).pfn() {
+                    // SAFETY: By the type invariants a set entry holds a locked page whose
+                    // reference is ours; releasing the first page of a folio releases the folio.
+                    unsafe {
+                        let page = bindings::pfn_to_page(pfn);
+                        bindings::unlock_page(page);
+                        bindings::put_page(page);
+                    }
+                    *dst = 0;
+                }
+            }
+        }
         let npages = self.npages();
         match &mut self.source {
             // SAFETY: The migration is set up and not finalized yet (type invariants); this is
@@ -458,6 +531,14 @@ impl Migrated<'_> {
     pub fn migrated(&self, i: usize) -> bool {
         // `migrate_*_pages` clears the flag of every entry that did not move.
         self.0.src(i).can_migrate()
+    }
+
+    /// The number of compound entries that moved whole, to a folio of their size.
+    pub fn whole_compound(&self) -> usize {
+        // A compound entry given single pages is split: it loses the flag.
+        (0..self.0.npages())
+            .filter(|&i| self.migrated(i) && self.0.src(i).is_compound())
+            .count()
     }
 
     /// The number of pages that moved (a compound entry counts all its pages).

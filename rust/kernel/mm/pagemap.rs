@@ -232,11 +232,12 @@ impl<T: DevicePrivate> Pagemap<T> {
         }
         // SAFETY: `pfn` is a page of this pagemap, so it has a `struct page`.
         let page = unsafe { bindings::pfn_to_page(pfn) };
+        // CAST: The page becomes the head of the new folio. (`page_folio()` would follow the
+        // stale compound head of a freed larger folio the page was a tail of.)
+        let folio = page.cast::<bindings::folio>();
         // SAFETY: The pages are free (safety requirements) and the pagemap registered: this makes
         // them one folio with one reference, locked.
-        unsafe {
-            bindings::zone_device_folio_init(bindings::page_folio(page), self.pgmap(), order)
-        };
+        unsafe { bindings::zone_device_folio_init(folio, self.pgmap(), order) };
         // SAFETY: The folio was just initialised as a device-private folio of ours.
         unsafe { bindings::page_set_zone_device_data(page, data.into_foreign()) };
         // INVARIANT: The folio is locked, referenced once and carries `data`.
@@ -588,7 +589,7 @@ mod tests {
         c_str,
         mm::{
             migrate::{
-                SystemPage,
+                SystemFolio,
                 PMD_ORDER, //
             },
             test_mm::UserMapping,
@@ -681,8 +682,9 @@ mod tests {
                 let Some(pfn) = src.pfn().filter(|_| src.can_migrate()) else {
                     continue;
                 };
-                let dst = SystemPage::alloc()?;
-                copy(&dst.page(), &pm.backing[pfn - pm.pfns().start])?;
+                let dst = SystemFolio::alloc()?;
+                let page = dst.page(0).ok_or(EINVAL)?;
+                copy(&page, &pm.backing[pfn - pm.pfns().start])?;
                 mig.set_dst(i, dst)?;
             }
             let moved = mig.pages().pages();
@@ -780,8 +782,9 @@ mod tests {
                 continue;
             }
             let idx = src.pfn().ok_or(EINVAL)? - pm.pfns().start;
-            let dst = SystemPage::alloc()?;
-            copy(&dst.page(), &pm.backing[idx])?;
+            let dst = SystemFolio::alloc()?;
+            let page = dst.page(0).ok_or(EINVAL)?;
+            copy(&page, &pm.backing[idx])?;
             mig.set_dst(i, dst)?;
         }
         let done = mig.pages();

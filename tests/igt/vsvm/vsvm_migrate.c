@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * vsvm_migrate: where mirrored memory lives. Prefetch and preferred
- * location, migration both ways, CPU faults back from VRAM, mixed and
- * partial migrations, eviction under VRAM pressure, atomics shared by GPU
- * and CPU, and two devices mirroring one process.
+ * location, migration both ways, CPU faults back from VRAM, huge pages that
+ * move whole, mixed and partial migrations, eviction under VRAM pressure,
+ * atomics shared by GPU and CPU, and two devices mirroring one process.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -124,6 +124,52 @@ static void test_cpu_fault(void)
 	igt_assert_eq(p[SZ_2M + PAGE - 1], 0xee);
 	igt_assert(cpu_sum);
 	igt_assert(!in_vram(p) && !in_vram(p + SZ_2M));
+	munmap(p, 2 * SZ_2M);
+}
+
+/*
+ * Huge pages move to VRAM and back whole, as one folio each: by prefetch both
+ * ways, and on the one CPU fault that touches each.
+ */
+static void test_huge_page(void)
+{
+	uint8_t *p = vsvm_aligned_mmap(2 * SZ_2M, SZ_2M, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS);
+	const long huge_kb = 2 * SZ_2M / 1024, kb = vsvm_anon_huge_kb();
+	struct drm_vsvm_stats before, after;
+	uint64_t i, sum;
+
+	igt_assert_eq(madvise(p, 2 * SZ_2M, MADV_HUGEPAGE), 0);
+	for (i = 0; i < 2 * SZ_2M; i++)
+		p[i] = (uint8_t)(i / PAGE * 3 + i);
+	igt_require_f(vsvm_anon_huge_kb() - kb >= huge_kb, "the buffer got no huge pages\n");
+	sum = vsvm_cpu_sum(p, 2 * SZ_2M);
+
+	vsvm_stats(fd, vm, &before);
+	igt_assert_eq_u64(vsvm_prefetch(fd, vm, p, 2 * SZ_2M, DRM_VSVM_REGION_VRAM),
+			  2 * SZ_2M / PAGE);
+	vsvm_stats(fd, vm, &after);
+	igt_assert_eq_u64(after.dev_huge_folios - before.dev_huge_folios, 2);
+	igt_assert(gpu_check(p, 2 * SZ_2M, sum));
+	igt_assert(in_vram(p + SZ_2M + 7 * PAGE));
+
+	before = after;
+	igt_assert_eq_u64(vsvm_cpu_sum(p, 2 * SZ_2M), sum);
+	vsvm_stats(fd, vm, &after);
+	igt_assert_eq_u64(after.dev_cpu_faults - before.dev_cpu_faults, 2);
+	igt_assert_eq_u64(after.dev_huge_folios - before.dev_huge_folios, 2);
+	igt_assert(vsvm_anon_huge_kb() - kb >= huge_kb);
+
+	vsvm_stats(fd, vm, &before);
+	igt_assert_eq_u64(vsvm_prefetch(fd, vm, p, 2 * SZ_2M, DRM_VSVM_REGION_VRAM),
+			  2 * SZ_2M / PAGE);
+	igt_assert_eq_u64(vsvm_prefetch(fd, vm, p, 2 * SZ_2M, DRM_VSVM_REGION_SYSTEM),
+			  2 * SZ_2M / PAGE);
+	vsvm_stats(fd, vm, &after);
+	igt_assert_eq_u64(after.dev_huge_folios - before.dev_huge_folios, 4);
+	igt_assert_eq_u64(after.dev_cpu_faults, before.dev_cpu_faults);
+	igt_assert_eq_u64(vsvm_cpu_sum(p, 2 * SZ_2M), sum);
+	igt_assert(vsvm_anon_huge_kb() - kb >= huge_kb);
 	munmap(p, 2 * SZ_2M);
 }
 
@@ -324,6 +370,8 @@ igt_main
 	igt_subtest("cpu-fault")
 		test_cpu_fault();
 	igt_describe("A pinned page stays behind: a mixed range the GPU uses in whole");
+	igt_subtest("huge-page")
+		test_huge_page();
 	igt_subtest("partial-pinned")
 		test_partial_pinned();
 	igt_describe("An injected partial migration: a mixed range, both ways");

@@ -55,21 +55,6 @@ static void *map_file(uint64_t size, int flags)
 	return p;
 }
 
-/* Kilobytes of AnonHugePages in this process: nonzero once THP is used. */
-static long anon_huge_kb(void)
-{
-	FILE *f = fopen("/proc/self/smaps_rollup", "r");
-	char line[256];
-	long kb = 0;
-
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return kb;
-}
-
 static struct buffer buffer_alloc(enum kind kind)
 {
 	const int anon = MAP_PRIVATE | MAP_ANONYMOUS, rw = PROT_READ | PROT_WRITE;
@@ -106,7 +91,8 @@ static struct buffer buffer_alloc(enum kind kind)
 		b.base = vsvm_aligned_mmap(b.size, SZ_2M, rw, anon);
 		igt_assert_eq(madvise(b.base, b.size, MADV_HUGEPAGE), 0);
 		memset(b.base, 1, b.size);
-		igt_require_f(anon_huge_kb() >= 2048, "no transparent huge page was allocated\n");
+		igt_require_f(vsvm_anon_huge_kb() >= 2048,
+			      "no transparent huge page was allocated\n");
 		break;
 	case HUGETLB:
 		b.size = 2 * SZ_2M;

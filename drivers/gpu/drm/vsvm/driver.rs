@@ -18,6 +18,10 @@ use kernel::{
     mm::DeviceOwner,
     page::PAGE_SIZE,
     prelude::*,
+    sizes::{
+        SZ_2M,
+        SZ_64K, //
+    },
     sync::Arc,
     Module, //
 };
@@ -62,14 +66,13 @@ fn show_vram(vram: &Arc<DeviceMemory<Mirror>>, f: &mut fmt::Formatter<'_>) -> fm
     writeln!(f, "cpu_faults: {}", s.cpu_faults.get())?;
     writeln!(f, "bytes_cpu_faulted: {}", s.bytes_cpu_faulted.get())?;
     writeln!(f, "evictions: {}", s.evictions.get())?;
-    writeln!(f, "bytes_evicted: {}", s.bytes_evicted.get())
+    writeln!(f, "bytes_evicted: {}", s.bytes_evicted.get())?;
+    writeln!(f, "huge_folios: {}", s.huge_folios.get())
 }
 
 /// The range sizes the `max_chunk_kb` parameter selects: 2048 (2M, 64K, 4K), 64 (64K, 4K) or
 /// 4 (4K only). Chunks of 64K are only used over pages the CPU has, as the C layer does.
 fn chunk_sizes() -> Result<ChunkSizes> {
-    const SZ_64K: usize = 64 * 1024;
-    const SZ_2M: usize = 2 * 1024 * 1024;
     let sizes: &[usize] = match *module_parameters::max_chunk_kb.value() {
         2048 => &[SZ_2M, SZ_64K, PAGE_SIZE],
         64 => &[SZ_64K, PAGE_SIZE],

@@ -288,7 +288,13 @@ impl Vm {
         }
         let fault = access.fault(&attrs, &self.vram);
         for _ in 0..MAX_FAULTS_PER_ACCESS {
-            let Some(bound) = self.bind(&range, &fault)? else {
+            let bound = match self.bind(&range, &fault) {
+                // Invalidations of the notifier (other threads faulting near) kept the read from
+                // completing: fault again, as a GPU replays a fault it could not resolve.
+                Err(e) if e == EBUSY => continue,
+                bound => bound?,
+            };
+            let Some(bound) = bound else {
                 // Invalidated since the pages were read: read them again.
                 continue;
             };
@@ -623,32 +629,18 @@ impl Vm {
     }
 
     /// Migrates `range` to VRAM; what cannot move stays, which is no error. Returns how many
-    /// pages moved. With a partial migration injected, the first page that moved is sent back
-    /// by physical page, leaving the range mixed.
+    /// pages moved. With a partial migration injected, the range's first page is sent back,
+    /// leaving the range mixed (a huge page is split for it).
     fn migrate(&self, range: &Range<Mirror>) -> usize {
         let moved = self.svm.migrate_to_vram(range, &self.vram).unwrap_or(0);
         if moved == 0 || !Inject::take(&self.vram.device().inject.partial_migrations) {
             return moved;
         }
-        match self
-            .first_vram_pfn(range)
-            .map(|pfn| self.vram.evict(&[pfn]))
-        {
-            Some(Ok(1)) => moved - 1,
-            _ => moved,
+        let first = range.span().start..range.span().start + PAGE_SIZE;
+        match self.svm.evict_range(range, first, &self.vram) {
+            Ok(back) => moved.saturating_sub(back),
+            Err(_) => moved,
         }
-    }
-
-    /// The first page of `range` in this VM's VRAM, if there is one.
-    fn first_vram_pfn(&self, range: &Range<Mirror>) -> Option<usize> {
-        self.svm.get_pages(range, &Fault::read()).ok()?;
-        let guard = self.svm.notifier_read();
-        let valid = self.svm.pages_valid(range, &guard)?;
-        valid
-            .pfns()
-            .iter()
-            .find(|p| p.device_private_owner().is_some())
-            .and_then(|p| p.pfn())
     }
 
     /// Migrates the ranges over `span` to `region`. Returns how many pages moved.
@@ -662,7 +654,7 @@ impl Vm {
             // Pages that cannot move stay where they are: no error.
             moved += match region {
                 uapi::drm_vsvm_region_DRM_VSVM_REGION_VRAM => self.migrate(&range),
-                _ => svm.evict_range(&range, &self.vram)?,
+                _ => svm.evict_range(&range, range.span(), &self.vram)?,
             };
             addr = range.span().end;
         }
@@ -696,6 +688,7 @@ impl Vm {
         stats.dev_cpu_faults = d.cpu_faults.get();
         stats.dev_evictions = d.evictions.get();
         stats.dev_bytes_evicted = d.bytes_evicted.get();
+        stats.dev_huge_folios = d.huge_folios.get();
         stats.dev_bytes_cpu_faulted = d.bytes_cpu_faulted.get();
         // CAST: Sizes of memory fit in 64 bits.
         stats.dev_vram_used = d.pages_in_use.get() * PAGE_SIZE as u64;

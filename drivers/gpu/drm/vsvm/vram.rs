@@ -25,6 +25,7 @@ use kernel::{
     },
     prelude::*,
     ptr::Alignment,
+    sizes::SZ_2M,
     sync::{
         atomic::{
             Atomic,
@@ -196,17 +197,15 @@ impl Vram {
         }
         // CAST: Memory sizes fit in 64 bits.
         let size = (npages * PAGE_SIZE) as u64;
+        // Whole 2M blocks where the size allows, for huge pages to move as one folio; smaller
+        // blocks when no such block is free.
+        let huge = npages % (SZ_2M / PAGE_SIZE) == 0;
         let mut attempt = 0;
         let blocks = loop {
-            let blocks = KBox::pin_init(
-                mem.device().buddy.alloc_blocks(
-                    GpuBuddyAllocMode::Simple,
-                    size,
-                    Alignment::new::<PAGE_SIZE>(),
-                    GpuBuddyAllocFlags::default(),
-                ),
-                GFP_KERNEL,
-            );
+            let blocks = match Self::alloc_blocks(mem, size, huge) {
+                Err(_) if huge => Self::alloc_blocks(mem, size, false),
+                blocks => blocks,
+            };
             match blocks {
                 Ok(blocks) => break blocks,
                 Err(_) if attempt < EVICT_ATTEMPTS => {
@@ -247,6 +246,29 @@ impl Vram {
         // back to it only after the `VramBlocks` returned with them is dropped.
         let pfns = unsafe { FreePages::new(pfns) };
         Ok((VramBlocks(Some(free)), pfns))
+    }
+
+    /// Allocates `size` bytes of `mem` from the buddy allocator, in blocks of 2M or more if
+    /// `huge`.
+    fn alloc_blocks(
+        mem: &DeviceMemory<Mirror>,
+        size: u64,
+        huge: bool,
+    ) -> Result<Pin<KBox<AllocatedBlocks>>> {
+        let block = if huge {
+            Alignment::new::<SZ_2M>()
+        } else {
+            Alignment::new::<PAGE_SIZE>()
+        };
+        KBox::pin_init(
+            mem.device().buddy.alloc_blocks(
+                GpuBuddyAllocMode::Simple,
+                size,
+                block,
+                GpuBuddyAllocFlags::default(),
+            ),
+            GFP_KERNEL,
+        )
     }
 
     /// Copies system pages (or zeroes, for holes) to device pages `dst` of `mem`.

@@ -10,7 +10,8 @@ use crate::{
     mm::{
         migrate::{
             Migration,
-            SystemPage, //
+            SystemFolio,
+            PMD_ORDER, //
         },
         pagemap::{
             CpuFault,
@@ -81,6 +82,16 @@ impl<T: Driver> Allocation<T> {
     #[inline]
     pub fn pfns(&self) -> &[usize] {
         &self.pfns.0
+    }
+
+    /// Whether pages `i..i + (1 << order)` of the allocation are consecutive device pages from
+    /// a multiple of `1 << order`: a block that can back a folio of that order.
+    fn is_block(&self, i: usize, order: u32) -> bool {
+        let n = 1usize << order;
+        match i.checked_add(n).and_then(|end| self.pfns().get(i..end)) {
+            Some(block) => block[0] % n == 0 && block.windows(2).all(|w| w[1] == w[0] + 1),
+            None => false,
+        }
     }
 }
 
@@ -222,23 +233,32 @@ impl<T: Driver> DeviceMemory<T> {
         Ok(alloc)
     }
 
-    /// Makes page `i` of `alloc` a device folio carrying a reference to `alloc`.
+    /// Makes pages `i..i + (1 << order)` of `alloc`, a block ([`Allocation::is_block`]), a device
+    /// folio carrying a reference to `alloc`.
     fn new_folio(
         &self,
         alloc: &Arc<Allocation<T>>,
         i: usize,
+        order: u32,
     ) -> Result<NewDeviceFolio<'_, Backend<T>>> {
-        let pfn = *alloc.pfns().get(i).ok_or(EINVAL)?;
+        if !alloc.is_block(i, order) {
+            return Err(EINVAL);
+        }
+        let pfn = alloc.pfns()[i];
         // SAFETY: The pages of an allocation are free pages of this memory that belong to it
-        // (type invariants of `FreePages`), and each is made a folio at most once: only by the
-        // single migration that fills the allocation, for its own entry `i`.
-        let folio = unsafe { self.pagemap.new_folio(pfn, 0, alloc.clone())? };
-        self.stats().pages_in_use.add(1);
+        // (type invariants of `FreePages`), and each is made part of a folio at most once: only
+        // by the single migration that fills the allocation, for the entry it backs.
+        let folio = unsafe { self.pagemap.new_folio(pfn, order, alloc.clone())? };
+        self.stats().pages_in_use.add(1 << order);
         Ok(folio)
     }
 
     /// Copies the system pages (and holes) collected by `mig` to the pages of `alloc`, entry `i`
     /// to page `i`, and moves them there. Returns how many pages moved.
+    ///
+    /// A compound entry (a PMD-mapped huge page, or an aligned 2M hole) moves as one device folio
+    /// where the allocation has a block for it; elsewhere its source is split and moves page by
+    /// page.
     pub(super) fn to_vram(
         &self,
         mut mig: Migration<'_>,
@@ -247,59 +267,98 @@ impl<T: Driver> DeviceMemory<T> {
         if alloc.pfns().len() < mig.npages() {
             return Err(EINVAL);
         }
-        let mut entries = KVec::new();
+        // The entries to give a folio, with its order.
+        let mut folios = KVec::new();
         {
             let mut dst = KVec::new();
             let mut src = KVec::new();
-            for i in (0..mig.npages()).filter(|&i| mig.src(i).can_migrate()) {
-                entries.push(i, GFP_KERNEL)?;
-                dst.push(alloc.pfns()[i], GFP_KERNEL)?;
-                src.push(mig.system_page(i, 0), GFP_KERNEL)?;
+            let mut i = 0;
+            while i < mig.npages() {
+                let pages = mig.entry_pages(i);
+                if mig.src(i).can_migrate() {
+                    if pages > 1 && alloc.is_block(i, PMD_ORDER) {
+                        folios.push((i, PMD_ORDER), GFP_KERNEL)?;
+                    } else {
+                        for n in i..i + pages {
+                            folios.push((n, 0), GFP_KERNEL)?;
+                        }
+                    }
+                    for n in 0..pages {
+                        dst.push(*alloc.pfns().get(i + n).ok_or(EINVAL)?, GFP_KERNEL)?;
+                        src.push(mig.system_page(i, n), GFP_KERNEL)?;
+                    }
+                }
+                i += pages;
             }
-            if entries.is_empty() {
+            if folios.is_empty() {
                 return Ok(0);
             }
             T::copy_to_vram(self, &dst, &src)?;
         }
-        for i in entries {
-            let folio = self.new_folio(alloc, i)?;
+        for (i, order) in folios {
+            let folio = self.new_folio(alloc, i, order)?;
             mig.set_dst(i, folio)?;
         }
-        Ok(mig.pages().pages())
+        let done = mig.pages();
+        self.stats().huge_folios.add(done.whole_compound() as u64);
+        Ok(done.pages())
     }
 
     /// Copies the device pages collected by `mig` to new system pages and moves them there.
     /// Returns how many pages moved.
+    ///
+    /// A device folio of [`PMD_ORDER`] moves to a huge page. When none is free it is split and
+    /// moves page by page; an eviction by physical page cannot split it, and leaves it in device
+    /// memory.
     pub(super) fn to_sram(&self, mut mig: Migration<'_>) -> Result<usize> {
         let own = self.pfns();
-        let mut entries = KVec::new();
+        // The entries to give a folio, with it.
+        let mut folios = KVec::new();
         let mut src = KVec::new();
-        let mut dst = KVec::new();
-        for i in 0..mig.npages() {
+        let mut i = 0;
+        while i < mig.npages() {
             let entry = mig.src(i);
+            let pages = mig.entry_pages(i);
+            let first = i;
+            i += pages;
             let Some(pfn) = entry
                 .pfn()
                 .filter(|p| entry.can_migrate() && own.contains(p))
             else {
                 continue;
             };
-            entries.push(i, GFP_KERNEL)?;
-            src.push(pfn, GFP_KERNEL)?;
-            dst.push(SystemPage::alloc()?, GFP_KERNEL)?;
+            if pages == 1 {
+                folios.push((first, SystemFolio::alloc()?), GFP_KERNEL)?;
+            } else if let Ok(huge) = SystemFolio::alloc_huge() {
+                folios.push((first, huge), GFP_KERNEL)?;
+            } else if mig.can_split() {
+                for n in first..i {
+                    folios.push((n, SystemFolio::alloc()?), GFP_KERNEL)?;
+                }
+            } else {
+                continue;
+            }
+            for n in 0..pages {
+                src.push(pfn + n, GFP_KERNEL)?;
+            }
         }
-        if entries.is_empty() {
+        if folios.is_empty() {
             return Ok(0);
         }
-        let mut pages = KVec::with_capacity(dst.len(), GFP_KERNEL)?;
-        for page in dst.iter() {
-            pages.push(page.page(), GFP_KERNEL)?;
+        let mut pages = KVec::with_capacity(src.len(), GFP_KERNEL)?;
+        for (_, folio) in folios.iter() {
+            for n in 0..folio.pages() {
+                pages.push(folio.page(n).ok_or(EINVAL)?, GFP_KERNEL)?;
+            }
         }
         T::copy_to_sram(self, &src, &pages)?;
         drop(pages);
-        for (i, page) in entries.into_iter().zip(dst) {
-            mig.set_dst(i, page)?;
+        for (i, folio) in folios {
+            mig.set_dst(i, folio)?;
         }
-        Ok(mig.pages().pages())
+        let done = mig.pages();
+        self.stats().huge_folios.add(done.whole_compound() as u64);
+        Ok(done.pages())
     }
 
     /// Evicts device pages `pfns` (of this memory) to system memory, wherever they are mapped,

@@ -42,6 +42,10 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// Allocates `npages` pages of device memory, returning the allocation and its free pages
     /// (exactly `npages`), in the order they are to back the pages of the range.
     ///
+    /// A huge page of the range (2M, PMD-mapped) moves as one device folio where the pages that
+    /// back it are consecutive from a multiple of 512 pfns (a 2M block); elsewhere it is split
+    /// and moves page by page. Allocate whole blocks where `npages` allows.
+    ///
     /// Fails with [`ENOMEM`] (or [`ENOSPC`]) when device memory is exhausted: the layer then
     /// leaves the range in system memory.
     fn alloc_devmem(

@@ -73,6 +73,10 @@ mod tests {
         free: Arc<SpinLock<KVec<bool>>>,
         /// Copies to device memory to fail, for fault injection.
         fail_copies: Atomic<u32>,
+        /// A span of the test's address space that the next copy to system memory unmaps (its
+        /// start, 0 for none, and length), for an munmap racing a migration.
+        unmap_in_copy: Atomic<usize>,
+        unmap_len: Atomic<usize>,
     }
 
     /// An allocation of simulated device memory: its pages go back to the free list on drop.
@@ -159,6 +163,15 @@ mod tests {
                 // SAFETY: The pages are not read or written by anyone else during a migration.
                 unsafe { page.copy_from(&mem.device().backing[pfn - mem.pfns().start]) };
             }
+            let start = mem.device().unmap_in_copy.xchg(0, Relaxed);
+            if start != 0 {
+                // SAFETY: Any span of the current address space (the test's) may be unmapped.
+                unsafe { bindings::vm_munmap(start, mem.device().unmap_len.load(Relaxed)) };
+                // Let the freeing of what the unmap released (its anon_vma) complete, so that
+                // KASAN catches a later use.
+                // SAFETY: Waiting for RCU callbacks has no requirements; no lock is held.
+                unsafe { bindings::rcu_barrier() };
+            }
             Ok(())
         }
     }
@@ -226,6 +239,8 @@ mod tests {
             backing,
             free,
             fail_copies: Atomic::new(0),
+            unmap_in_copy: Atomic::new(0),
+            unmap_len: Atomic::new(0),
         });
         Arc::pin_init(
             DeviceMemory::new(
@@ -667,7 +682,7 @@ mod tests {
     fn range_eviction_brings_the_pages_back() -> Result {
         let (mem, map, svm) = filled_with_vram()?;
         let (r, first) = migrated(&svm, &mem, &map)?;
-        assert_eq!(svm.evict_range(&r, &mem)?, r.npages());
+        assert_eq!(svm.evict_range(&r, r.span(), &mem)?, r.npages());
         assert_eq!(svm.driver().bound_in_vram(), 0);
         assert_eq!(svm.stats().bytes_evicted.get(), SZ_2M as u64);
         assert_eq!(mem.stats().cpu_faults.get(), 0);
@@ -897,6 +912,23 @@ mod tests {
     }
 
     #[test]
+    fn munmap_while_an_eviction_by_physical_page_copies_frees_nothing_it_uses() -> Result {
+        let (mem, map, svm) = filled_with_vram()?;
+        let (r, _) = migrated(&svm, &mem, &map)?;
+        drop(r);
+        drop(svm);
+        // The eviction replaces the mappings with migration entries; while it copies, the process
+        // unmaps the buffer, which frees its anon_vma unless the migration holds it; removing
+        // the entries then walks that anon_vma (KASAN reports the use after free).
+        mem.device().unmap_len.store(map.len(), Relaxed);
+        mem.device().unmap_in_copy.store(map.addr(0), Relaxed);
+        assert!(mem.evict_all());
+        assert_eq!(mem.device().unmap_in_copy.load(Relaxed), 0);
+        assert_nothing_leaked(&mem);
+        Ok(())
+    }
+
+    #[test]
     fn teardown_with_ranges_in_device_memory_frees_everything() -> Result {
         let (mem, map, svm) = filled_with_vram()?;
         let (r, first) = migrated(&svm, &mem, &map)?;
@@ -910,6 +942,119 @@ mod tests {
         assert_eq!(mem.stats().bytes_evicted.get(), SZ_2M as u64);
         assert_nothing_leaked(&mem);
         assert_eq!(bad_bytes(&map, first..first + SZ_2M / PAGE_SIZE)?, 0);
+        Ok(())
+    }
+
+    /// Simulated device memory, a 4M buffer whose aligned 2M is a huge page, filled by `fill`, a
+    /// GPU SVM of its address space and the range of the huge page.
+    type HugePageRange = (
+        Arc<DeviceMemory<Mock>>,
+        UserMapping,
+        MockSvm,
+        Arc<Range<Mock>>,
+    );
+
+    /// A [`HugePageRange`] whose huge page moved to device memory whole.
+    fn huge_page_range() -> Result<HugePageRange> {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        let first = aligned_page(&map);
+        map.madvise(first, SZ_2M / PAGE_SIZE, bindings::MADV_HUGEPAGE)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = svm(&map)?;
+        let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
+        assert_eq!(r.npages(), SZ_2M / PAGE_SIZE);
+        assert_eq!(svm.migrate_to_vram(&r, &mem)?, r.npages());
+        // The huge page moved as one device folio.
+        assert_eq!(mem.stats().huge_folios.get(), 1);
+        Ok((mem, map, svm, r))
+    }
+
+    #[test]
+    fn a_huge_page_moves_as_one_folio_and_one_cpu_fault_brings_it_back() -> Result {
+        let (mem, map, svm, r) = huge_page_range()?;
+        let first = aligned_page(&map);
+        svm.get_pages(&r, &Fault::read())?;
+        Mock::bind(&svm, &r)?;
+        assert_eq!(svm.driver().bound_in_vram(), r.npages());
+        assert_eq!(bad_bytes(&map, 0..map.len() / PAGE_SIZE)?, 0);
+        assert_eq!(mem.stats().cpu_faults.get(), 1);
+        assert_eq!(mem.stats().huge_folios.get(), 2);
+        assert_eq!(mem.stats().bytes_cpu_faulted.get(), SZ_2M as u64);
+        drop(r);
+        drop(svm);
+        assert_nothing_leaked(&mem);
+        assert_eq!(bad_bytes(&map, first..first + SZ_2M / PAGE_SIZE)?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn evicting_part_of_a_huge_device_page_splits_it() -> Result {
+        let (mem, map, svm, r) = huge_page_range()?;
+        let page = aligned_page(&map) + 5;
+        let one = map.addr(page)..map.addr(page + 1);
+        assert_eq!(svm.evict_range(&r, one, &mem)?, 1);
+        assert_eq!(mem.stats().pages_in_use.get(), r.npages() as u64 - 1);
+        assert_eq!(mem.stats().huge_folios.get(), 1);
+        // The GPU reads the mixed range in whole; the CPU reads the data back.
+        svm.get_pages(&r, &Fault::read())?;
+        Mock::bind(&svm, &r)?;
+        assert_eq!(svm.driver().bound_in_vram(), r.npages() - 1);
+        assert_eq!(svm.driver().bound(map.addr(page)), Some(false));
+        assert_eq!(bad_bytes(&map, 0..map.len() / PAGE_SIZE)?, 0);
+        drop(r);
+        drop(svm);
+        map.unmap(0, map.len() / PAGE_SIZE)?;
+        assert_nothing_leaked(&mem);
+        Ok(())
+    }
+
+    #[test]
+    fn eviction_by_physical_page_moves_a_huge_device_page_whole() -> Result {
+        let (mem, map, huge_svm, r) = huge_page_range()?;
+        drop(r);
+        drop(huge_svm);
+        assert!(mem.evict_all());
+        assert_eq!(mem.stats().huge_folios.get(), 2);
+        assert_eq!(mem.stats().cpu_faults.get(), 0);
+        assert_eq!(mem.stats().bytes_evicted.get(), SZ_2M as u64);
+        assert_nothing_leaked(&mem);
+        assert_eq!(bad_bytes(&map, 0..map.len() / PAGE_SIZE)?, 0);
+
+        // The pages of the freed huge folio serve as single pages next.
+        let small = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        fill(&small, small.len() / PAGE_SIZE)?;
+        let svm = svm(&small)?;
+        let (r, _) = migrated(&svm, &mem, &small)?;
+        assert_eq!(mem.stats().huge_folios.get(), 2);
+        assert_eq!(bad_bytes(&small, 0..small.len() / PAGE_SIZE)?, 0);
+        drop(r);
+        drop(svm);
+        assert_nothing_leaked(&mem);
+        Ok(())
+    }
+
+    #[test]
+    fn an_untouched_2m_range_moves_as_one_zeroed_folio() -> Result {
+        let mem = vram()?;
+        let map = UserMapping::new(2 * SZ_2M / PAGE_SIZE)?;
+        let first = aligned_page(&map);
+        let svm = svm(&map)?;
+        let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
+        assert_eq!(svm.migrate_to_vram(&r, &mem)?, r.npages());
+        assert_eq!(mem.stats().huge_folios.get(), 1);
+        let mut buf = [0xffu8; 512];
+        let mut nonzero = 0;
+        for off in (0..SZ_2M).step_by(buf.len()) {
+            map.read(first * PAGE_SIZE + off, &mut buf)?;
+            nonzero += buf.iter().filter(|&&b| b != 0).count();
+        }
+        assert_eq!(nonzero, 0);
+        assert_eq!(mem.stats().cpu_faults.get(), 1);
+        assert_eq!(mem.stats().huge_folios.get(), 2);
+        drop(r);
+        drop(svm);
+        assert_nothing_leaked(&mem);
         Ok(())
     }
 }

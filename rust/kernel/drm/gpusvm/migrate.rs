@@ -16,6 +16,7 @@ use crate::{
     page::PAGE_SIZE,
     prelude::*,
 };
+use core::ops;
 
 impl<T: Driver> GpuSvm<T> {
     /// Migrates the system pages of `range` to device memory `mem`, whose owner must be this GPU
@@ -38,7 +39,9 @@ impl<T: Driver> GpuSvm<T> {
         let alloc = mem.alloc(range.npages())?;
         let mmap = mm.mmap_read_lock();
         let vma = mmap.vma_lookup(range.span.start).ok_or(EINVAL)?;
-        let mig = Migration::setup(vma, range.span(), Select::SYSTEM, self.owner)?;
+        // Huge pages and aligned 2M holes come as one entry each, to move as one folio.
+        let select = Select::SYSTEM | Select::COMPOUND;
+        let mig = Migration::setup(vma, range.span(), select, self.owner)?;
         let moved = mem.to_vram(mig, &alloc)?;
         if moved > 0 {
             self.stats.migrations_to_vram.add(1);
@@ -47,29 +50,40 @@ impl<T: Driver> GpuSvm<T> {
         Ok(moved)
     }
 
-    /// Migrates the pages of `range` that are in device memory `mem` back to system memory.
-    /// Returns how many pages moved.
+    /// Migrates the pages of `span` of `range` (the part of it inside the range) that are in
+    /// device memory `mem` back to system memory. Returns how many pages moved.
     ///
-    /// Takes the range's migrate lock. Fails with [`EFAULT`] if the process is exiting, and with
-    /// the errors of [`Driver::copy_to_sram`].
-    pub fn evict_range(&self, range: &Range<T>, mem: &DeviceMemory<T>) -> Result<usize> {
+    /// A huge device page partly inside `span` is split, and only its pages inside move. Takes the
+    /// range's migrate lock. Fails with [`EFAULT`] if the process is exiting, and with the errors
+    /// of [`Driver::copy_to_sram`].
+    pub fn evict_range(
+        &self,
+        range: &Range<T>,
+        span: ops::Range<usize>,
+        mem: &DeviceMemory<T>,
+    ) -> Result<usize> {
         self.notifier_of(range)?;
         if mem.owner() != self.owner {
+            return Err(EINVAL);
+        }
+        let span = span.start.max(range.span.start)..span.end.min(range.span.end);
+        if span.start % PAGE_SIZE != 0 || span.end % PAGE_SIZE != 0 {
             return Err(EINVAL);
         }
         let _migrate = range.migrate.lock();
         let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
         let mmap = mm.mmap_read_lock();
         let mut moved = 0;
-        let mut addr = range.span.start;
+        let mut addr = span.start;
         // The range may have lost pages to munmap since it was inserted: evict each VMA part.
-        while addr < range.span.end {
+        while addr < span.end {
             let Some(vma) = mmap.vma_lookup(addr) else {
                 addr += PAGE_SIZE;
                 continue;
             };
-            let part = addr..range.span.end.min(vma.end());
-            let mig = Migration::setup(vma, part.clone(), Select::DEVICE_PRIVATE, self.owner)?;
+            let part = addr..span.end.min(vma.end());
+            let select = Select::DEVICE_PRIVATE | Select::COMPOUND;
+            let mig = Migration::setup(vma, part.clone(), select, self.owner)?;
             moved += mem.to_sram(mig)?;
             addr = part.end;
         }

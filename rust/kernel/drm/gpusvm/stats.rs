@@ -91,6 +91,8 @@ pub struct DeviceStats {
     pub evictions: Counter,
     /// Bytes moved back to system memory by evictions by physical page.
     pub bytes_evicted: Counter,
+    /// Huge pages (PMD size) that moved whole, as one folio, in either direction.
+    pub huge_folios: Counter,
 }
 
 impl DeviceStats {
@@ -103,6 +105,7 @@ impl DeviceStats {
             bytes_cpu_faulted: Counter::new(),
             evictions: Counter::new(),
             bytes_evicted: Counter::new(),
+            huge_folios: Counter::new(),
         }
     }
 }

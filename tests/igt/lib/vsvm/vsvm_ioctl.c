@@ -206,3 +206,18 @@ void *vsvm_aligned_mmap(uint64_t size, uint64_t align, int prot, int flags)
 	munmap((void *)(start + size), (uintptr_t)raw + align - start);
 	return (void *)start;
 }
+
+/* Kilobytes of AnonHugePages (PMD-mapped THP) in this process. */
+long vsvm_anon_huge_kb(void)
+{
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+	char line[256];
+	long kb = 0;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb;
+}

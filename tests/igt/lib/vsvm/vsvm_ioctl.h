@@ -43,5 +43,6 @@ void vsvm_inject(int fd, const struct drm_vsvm_inject *inject);
 
 uint64_t vsvm_cpu_sum(const void *addr, uint64_t size);
 void *vsvm_aligned_mmap(uint64_t size, uint64_t align, int prot, int flags);
+long vsvm_anon_huge_kb(void);
 
 #endif
