@@ -13,8 +13,8 @@
  *
  * Work done by each side (see the README's performance section):
  * - fault-in: the device page-table fill rate, as the time of a first pass
- *   over the buffer (faults and reads) minus that of a second pass on the
- *   same mirror (reads only). test_hmm's pass is a READ, which copies every
+ *   over the buffer (faults and reads) minus that of the fastest of three
+ *   more passes on the same mirror (reads only). test_hmm's pass is a READ, which copies every
  *   byte to a user buffer; vsvm's reads 8 bytes of each page (jobs of
  *   DRM_VSVM_MAX_OPS reads), so that the difference is not lost in the
  *   noise of reading the data. A first READ of the whole buffer on a new
@@ -47,6 +47,11 @@
 #define MIB (1UL << 20)
 #define ITERATIONS 10
 #define MAX_SAMPLES 64
+/*
+ * A fill is the first pass less the fastest of this many passes on the
+ * mirror it made: one slow baseline pass would otherwise eat the fill.
+ */
+#define BASELINE_PASSES 3
 
 static int vsvm_fd;
 static uint64_t sink;
@@ -151,9 +156,11 @@ static void report(const char *name, const char *unit, struct samples *ours,
 		p = pct(peer, 50);
 		ratio = o > 0 ? p / o : 0;
 	}
-	printf("SVM-BENCH {\"name\": \"%s\", \"unit\": \"%s\", \"ours\": %.4g, \"ours_p10\": %.4g, "
-	       "\"ours_p90\": %.4g, \"peer\": %.4g, \"peer_name\": \"%s\", \"ratio\": %.3f}\n",
-	       name, unit, VALUE(o), VALUE(throughput ? o90 : o10), VALUE(throughput ? o10 : o90),
+	/* One line of JSON, in three parts that each fit a line. */
+	printf("SVM-BENCH {\"name\": \"%s\", \"unit\": \"%s\", ", name, unit);
+	printf("\"ours\": %.4g, \"ours_p10\": %.4g, \"ours_p90\": %.4g, ",
+	       VALUE(o), VALUE(throughput ? o90 : o10), VALUE(throughput ? o10 : o90));
+	printf("\"peer\": %.4g, \"peer_name\": \"%s\", \"ratio\": %.3f}\n",
 	       p ? VALUE(p) : 0, peer_name, ratio);
 #undef VALUE
 	fflush(stdout);
@@ -163,7 +170,9 @@ static void report(const char *name, const char *unit, struct samples *ours,
 
 static uint32_t vm_create(uint32_t flags)
 {
-	struct drm_vsvm_vm_create c = { .start = PAGE, .size = (1ULL << 47) - PAGE, .flags = flags };
+	struct drm_vsvm_vm_create c = {
+		.start = PAGE, .size = (1ULL << 47) - PAGE, .flags = flags
+	};
 
 	if (ioctl(vsvm_fd, DRM_IOCTL_VSVM_VM_CREATE, &c))
 		die("vm create");
@@ -270,7 +279,7 @@ static void bench_fault_in(uint64_t size, int thp)
 	struct samples fill[3] = {}, first[3] = {}, hfill = {}, hfirst = {};
 	uint8_t *p = buffer(size, thp, 1), *bounce = buffer(size, 0, 1);
 	char name[96];
-	int i, c;
+	int i, c, k;
 
 	for (i = -1; i < ITERATIONS; i++) {
 		for (c = 0; c < 3; c++) {
@@ -279,9 +288,13 @@ static void bench_fault_in(uint64_t size, int thp)
 
 			vsvm_touch_pages(vm, p, size);
 			t1 = now() - t1;
-			t2 = now();
-			vsvm_touch_pages(vm, p, size);
-			t2 = now() - t2;
+			for (k = 0, t2 = 1e9; k < BASELINE_PASSES; k++) {
+				double t = now();
+
+				vsvm_touch_pages(vm, p, size);
+				t = now() - t;
+				t2 = t < t2 ? t : t2;
+			}
 			vm_destroy(vm);
 			if (t1 > t2)
 				keep(&fill[c], i, t1 - t2);
@@ -297,9 +310,13 @@ static void bench_fault_in(uint64_t size, int thp)
 
 			hmm_cmd(fd, HMM_DMIRROR_READ, p, bounce, size);
 			t1 = now() - t1;
-			t2 = now();
-			hmm_cmd(fd, HMM_DMIRROR_READ, p, bounce, size);
-			t2 = now() - t2;
+			for (k = 0, t2 = 1e9; k < BASELINE_PASSES; k++) {
+				double t = now();
+
+				hmm_cmd(fd, HMM_DMIRROR_READ, p, bounce, size);
+				t = now() - t;
+				t2 = t < t2 ? t : t2;
+			}
 			close(fd);
 			keep_fill(&hfill, &hfirst, i, t1, t2);
 		}
