@@ -63,15 +63,16 @@ int main(void)
 		return 1;
 	}
 	ndev = count_device_pages(fd, buf, page);
-	printf("svm: hmm demo: migrated %llu of %d pages to device-private memory; snapshot: %d device pages\n",
-	       (unsigned long long)cmd.cpages, NPAGES, ndev);
+	printf("svm: hmm demo: migrated %llu of %d pages to device-private memory; ",
+	       (unsigned long long)cmd.cpages, NPAGES);
+	printf("snapshot: %d device pages\n", ndev);
 
 	/* CPU reads: each page faults and migrate_to_ram brings it back. */
 	for (i = 0; i < size / sizeof(*buf); i++)
 		bad += buf[i] != (i ^ 0x5eed) || mirror[i] != (i ^ 0x5eed);
 	ndev = count_device_pages(fd, buf, page);
-	printf("svm: hmm demo: CPU read back %lu words, %lu wrong; snapshot: %d device pages left\n",
-	       size / sizeof(*buf), bad, ndev);
+	printf("svm: hmm demo: CPU read back %lu words, %lu wrong; ", size / sizeof(*buf), bad);
+	printf("snapshot: %d device pages left\n", ndev);
 	close(fd);
 	return cmd.cpages == NPAGES && bad == 0 && ndev == 0 ? 0 : 1;
 }

@@ -26,6 +26,12 @@
 
 static int failures;
 
+/* A private anonymous mapping of @size bytes, MAP_FAILED if there is none. */
+static void *anon(size_t size)
+{
+	return mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
 static void check(int ok, const char *what)
 {
 	printf("%s - %s\n", ok ? "ok" : "not ok", what);
@@ -70,18 +76,22 @@ static void stats(int fd, uint32_t vm, const char *step)
 	struct drm_vsvm_stats s = { .vm_id = vm };
 
 	if (ioctl(fd, DRM_IOCTL_VSVM_STATS, &s)) {
-		printf("vsvm: %s: stats failed: %s\n", step, strerror(errno));
+		printf("vsvm: %s: DRM_IOCTL_VSVM_STATS failed: %s\n", step, strerror(errno));
 		failures++;
 		return;
 	}
-	printf("vsvm: %-24s gpu faults %llu (ranges 2M %llu, 64K %llu, 4K %llu), retries %llu, invalidations %llu, gc %llu/%llu ranges, ranges %llu, bound pages %llu\n",
-	       step, s.gpu_faults, s.faults_2m, s.faults_64k, s.faults_4k,
-	       s.retries, s.invalidations, s.gc_runs, s.gc_ranges, s.ranges,
-	       s.bound_pages);
-	printf("vsvm: %-24s to VRAM %llu migrations %llu KiB, evicted %llu KiB; CPU faults on VRAM %llu, %llu KiB back; device evictions %llu, %llu KiB; VRAM used %llu of %llu KiB\n",
-	       "", s.migrations_to_vram, s.bytes_to_vram >> 10, s.bytes_evicted >> 10,
+	/* Two lines of the console, each printed in parts that fit a line here. */
+	printf("vsvm: %-24s gpu faults %llu (ranges 2M %llu, 64K %llu, 4K %llu), ",
+	       step, s.gpu_faults, s.faults_2m, s.faults_64k, s.faults_4k);
+	printf("retries %llu, invalidations %llu, gc %llu/%llu ranges, ",
+	       s.retries, s.invalidations, s.gc_runs, s.gc_ranges);
+	printf("ranges %llu, bound pages %llu\n", s.ranges, s.bound_pages);
+	printf("vsvm: %-24s to VRAM %llu migrations %llu KiB, evicted %llu KiB; ",
+	       "", s.migrations_to_vram, s.bytes_to_vram >> 10, s.bytes_evicted >> 10);
+	printf("CPU faults on VRAM %llu, %llu KiB back; device evictions %llu, %llu KiB; ",
 	       s.dev_cpu_faults, s.dev_bytes_cpu_faulted >> 10, s.dev_evictions,
-	       s.dev_bytes_evicted >> 10, s.dev_vram_used >> 10, s.dev_vram_size >> 10);
+	       s.dev_bytes_evicted >> 10);
+	printf("VRAM used %llu of %llu KiB\n", s.dev_vram_used >> 10, s.dev_vram_size >> 10);
 }
 
 /* Reads the device page table entries of n pages from addr. */
@@ -112,14 +122,16 @@ int main(void)
 	check(fd >= 0, "the vsvm render node opens");
 	if (fd < 0)
 		return 1;
-	check(!ioctl(fd, DRM_IOCTL_VSVM_VM_CREATE, &create) && create.vm_id, "a VM mirrors the process");
+	check(!ioctl(fd, DRM_IOCTL_VSVM_VM_CREATE, &create) && create.vm_id,
+	      "a VM mirrors the process");
 
 	/* malloc'd memory, handed to the GPU as it is. */
 	{
 		size_t n = 3 * PAGE + 123;
 		uint8_t *m = malloc(n);
 
-		status = m ? run(fd, create.vm_id, DRM_VSVM_OP_WRITE, m, n, 0x6b, NULL, NULL) : -ENOMEM;
+		status = m ? run(fd, create.vm_id, DRM_VSVM_OP_WRITE, m, n, 0x6b, NULL, NULL) :
+			     -ENOMEM;
 		for (i = 0; m && i < n && m[i] == 0x6b; i++)
 			;
 		check(status == 0 && i == n, "the GPU writes a malloc'd buffer the CPU then reads");
@@ -127,7 +139,7 @@ int main(void)
 	}
 
 	/* A 2M-aligned buffer the CPU never touched. */
-	raw = mmap(NULL, BUF_SIZE + SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	raw = anon(BUF_SIZE + SZ_2M);
 	buf = (uint8_t *)(((uintptr_t)raw + SZ_2M - 1) & ~(SZ_2M - 1));
 
 	status = run(fd, create.vm_id, DRM_VSVM_OP_WRITE, buf, BUF_SIZE, 0x5a, NULL, NULL);
@@ -191,11 +203,13 @@ int main(void)
 			.region = DRM_VSVM_REGION_SYSTEM,
 		};
 
-		check(!ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &back) && back.pages_moved == SZ_2M / PAGE &&
+		check(!ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &back) &&
+		      back.pages_moved == SZ_2M / PAGE &&
 		      snapshot(fd, create.vm_id, buf + 2 * SZ_2M, pte, 1) && !pte[0].flags,
 		      "prefetch to system memory evicts 2M and unmaps it from the device");
 		check(!ioctl(fd, DRM_IOCTL_VSVM_MADVISE, &adv), "madvise sets VRAM as preferred");
-		status = run(fd, create.vm_id, DRM_VSVM_OP_READ, buf + 2 * SZ_2M, SZ_2M, 0, NULL, &sum);
+		status = run(fd, create.vm_id, DRM_VSVM_OP_READ, buf + 2 * SZ_2M, SZ_2M, 0, NULL,
+			     &sum);
 		check(status == 0 && snapshot(fd, create.vm_id, buf + 2 * SZ_2M, pte, 2) &&
 		      pte[0].flags & DRM_VSVM_PTE_VRAM && pte[1].flags & DRM_VSVM_PTE_VRAM &&
 		      pte[0].shift == 21, "a GPU fault there maps 2M of VRAM");
@@ -210,7 +224,7 @@ int main(void)
 
 		ioctl(fd, DRM_IOCTL_VSVM_STATS, &st);
 		size = st.dev_vram_size + 4 * SZ_2M;
-		e = mmap(NULL, size + SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		e = anon(size + SZ_2M);
 		p = (uint8_t *)(((uintptr_t)e + SZ_2M - 1) & ~(SZ_2M - 1));
 		for (i = 0; i < size; i += PAGE)
 			memset(p + i, (int)(i / PAGE % 251 + 1), PAGE);
@@ -222,9 +236,11 @@ int main(void)
 
 			if (!ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf))
 				moved += pf.pages_moved;
-			/* The GPU keeps using the first 2 MiB: an mprotect round trip
+			/*
+			 * The GPU keeps using the first 2 MiB: an mprotect round trip
 			 * unmaps it from the device, so each read faults and marks
-			 * its VRAM as recently used. */
+			 * its VRAM as recently used.
+			 */
 			mprotect(p, SZ_2M, PROT_READ);
 			mprotect(p, SZ_2M, PROT_READ | PROT_WRITE);
 			run(fd, create.vm_id, DRM_VSVM_OP_READ, p, PAGE, 0, NULL, NULL);
@@ -237,7 +253,8 @@ int main(void)
 		{
 			struct drm_vsvm_pte pte[2];
 
-			check(snapshot(fd, create.vm_id, p, pte, 1) && pte[0].flags & DRM_VSVM_PTE_VRAM &&
+			check(snapshot(fd, create.vm_id, p, pte, 1) &&
+			      pte[0].flags & DRM_VSVM_PTE_VRAM &&
 			      snapshot(fd, create.vm_id, p + SZ_2M, pte + 1, 1) &&
 			      !(pte[1].flags & DRM_VSVM_PTE_VRAM),
 			      "the range the GPU keeps using stays in VRAM, an older idle one was evicted");
@@ -260,13 +277,14 @@ int main(void)
 	stats(fd, create.vm_id, "after GPU read again:");
 
 	/* GPU atomics and CPU increments on one counter. */
-	counter = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	counter = anon(PAGE);
 	*counter = 0;
 	for (i = 0; i < 100; i++) {
 		status |= run(fd, create.vm_id, DRM_VSVM_OP_ATOMIC_ADD, counter, 8, 1, NULL, &old);
 		(*counter)++;
 	}
-	check(status == 0 && *counter == 200, "100 GPU atomic adds and 100 CPU increments make 200");
+	check(status == 0 && *counter == 200,
+	      "100 GPU atomic adds and 100 CPU increments make 200");
 	stats(fd, create.vm_id, "after atomics:");
 
 	/* A read-only page: the GPU may read it, not write it. */
@@ -278,9 +296,10 @@ int main(void)
 
 	/* An asynchronous job: queued, then waited for. */
 	{
-		uint8_t *a = mmap(NULL, SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint8_t *a = anon(SZ_2M);
 		struct drm_vsvm_op two[2] = {
-			{ .kind = DRM_VSVM_OP_WRITE, .addr = (uintptr_t)a, .size = SZ_2M, .value = 0x42 },
+			{ .kind = DRM_VSVM_OP_WRITE, .addr = (uintptr_t)a, .size = SZ_2M,
+			  .value = 0x42 },
 			{ .kind = DRM_VSVM_OP_READ, .addr = (uintptr_t)a, .size = SZ_2M },
 		};
 		struct drm_vsvm_exec exec = {
@@ -289,9 +308,11 @@ int main(void)
 		};
 		struct drm_vsvm_wait wait = { .vm_id = create.vm_id, .timeout_ns = -1 };
 
-		check(!ioctl(fd, DRM_IOCTL_VSVM_EXEC, &exec) && exec.job_id, "an asynchronous job is queued");
+		check(!ioctl(fd, DRM_IOCTL_VSVM_EXEC, &exec) && exec.job_id,
+		      "an asynchronous job is queued");
 		wait.job_id = exec.job_id;
-		check(!ioctl(fd, DRM_IOCTL_VSVM_WAIT, &wait) && wait.status == 0 && wait.ops_done == 2 &&
+		check(!ioctl(fd, DRM_IOCTL_VSVM_WAIT, &wait) && wait.status == 0 &&
+		      wait.ops_done == 2 &&
 		      two[1].result == 0x42UL * SZ_2M && a[SZ_2M - 1] == 0x42,
 		      "waiting for it gives its status and results");
 		check(expect_errno(fd, DRM_IOCTL_VSVM_WAIT, &(struct drm_vsvm_wait){
@@ -304,11 +325,18 @@ int main(void)
 		pid_t child = fork();
 
 		if (child == 0) {
-			struct drm_vsvm_vm_create c = { .start = PAGE, .size = (1ULL << 47) - PAGE };
+			struct drm_vsvm_vm_create c = {
+				.start = PAGE, .size = (1ULL << 47) - PAGE
+			};
 			size_t big = 64UL << 20;
-			uint8_t *b = mmap(NULL, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-			struct drm_vsvm_op w = { .kind = DRM_VSVM_OP_WRITE, .addr = (uintptr_t)b, .size = big, .value = 1 };
-			struct drm_vsvm_exec e = { .ops = (uintptr_t)&w, .count = 1, .flags = DRM_VSVM_EXEC_ASYNC };
+			uint8_t *b = anon(big);
+			struct drm_vsvm_op w = {
+				.kind = DRM_VSVM_OP_WRITE, .addr = (uintptr_t)b, .size = big,
+				.value = 1
+			};
+			struct drm_vsvm_exec e = {
+				.ops = (uintptr_t)&w, .count = 1, .flags = DRM_VSVM_EXEC_ASYNC
+			};
 			int cfd = open_vsvm();
 
 			if (cfd < 0 || ioctl(cfd, DRM_IOCTL_VSVM_VM_CREATE, &c))
@@ -317,23 +345,27 @@ int main(void)
 			_exit(ioctl(cfd, DRM_IOCTL_VSVM_EXEC, &e) ? 3 : 0);
 		}
 		check(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
-		      WEXITSTATUS(status) == 0, "a process exits right after queueing a 64 MiB job");
+		      WEXITSTATUS(status) == 0,
+		      "a process exits right after queueing a 64 MiB job");
 		status = run(fd, create.vm_id, DRM_VSVM_OP_WRITE, counter, 8, 1, NULL, NULL);
 		check(status == -EPERM, "the device still works after that exit");
 	}
 
-	/* A second device mirrors the same process: it sees what the first wrote, even from
-	 * the first one's VRAM (its faults bring the pages back to system memory). */
+	/*
+	 * A second device mirrors the same process: it sees what the first wrote, even from
+	 * the first one's VRAM (its faults bring the pages back to system memory).
+	 */
 	{
 		struct drm_vsvm_vm_create c2 = { .start = PAGE, .size = (1ULL << 47) - PAGE };
-		uint8_t *s = mmap(NULL, SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint8_t *s = anon(SZ_2M);
 		struct drm_vsvm_prefetch pf = {
 			.addr = (uintptr_t)s, .size = SZ_2M, .vm_id = create.vm_id,
 			.region = DRM_VSVM_REGION_VRAM,
 		};
 		int fd2 = open_vsvm_nth(1);
 
-		check(fd2 >= 0 && !ioctl(fd2, DRM_IOCTL_VSVM_VM_CREATE, &c2), "a second device mirrors the process");
+		check(fd2 >= 0 && !ioctl(fd2, DRM_IOCTL_VSVM_VM_CREATE, &c2),
+		      "a second device mirrors the process");
 		status = run(fd, create.vm_id, DRM_VSVM_OP_WRITE, s, SZ_2M, 0x21, NULL, NULL);
 		status |= ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf);
 		status |= run(fd2, c2.vm_id, DRM_VSVM_OP_READ, s, SZ_2M, 0, NULL, &sum);
@@ -346,7 +378,7 @@ int main(void)
 
 	/* Fault injection: a failed VRAM allocation or copy leaves the range where it was. */
 	{
-		uint8_t *raw2 = mmap(NULL, 2 * SZ_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		uint8_t *raw2 = anon(2 * SZ_2M);
 		uint8_t *g = (uint8_t *)(((uintptr_t)raw2 + SZ_2M - 1) & ~(SZ_2M - 1));
 		struct drm_vsvm_prefetch pf = {
 			.addr = (uintptr_t)g, .size = SZ_2M, .vm_id = create.vm_id,
@@ -371,7 +403,7 @@ int main(void)
 		{
 			struct drm_vsvm_pte pte[2];
 
-			/* A partial migration: the range ends up mixed, the GPU still reads all of it. */
+			/* A partial migration: the range ends up mixed, the GPU reads all of it. */
 			pf.region = DRM_VSVM_REGION_SYSTEM;
 			pf.pages_moved = 0;
 			ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf);
@@ -381,20 +413,23 @@ int main(void)
 			pf.pages_moved = 0;
 			status = ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf);
 			status |= run(fd, create.vm_id, DRM_VSVM_OP_READ, g, SZ_2M, 0, NULL, &sum);
-			check(status == 0 && pf.pages_moved == SZ_2M / PAGE - 1 && sum == 0x11UL * SZ_2M &&
-			      snapshot(fd, create.vm_id, g, pte, 2) && !(pte[0].flags & DRM_VSVM_PTE_VRAM) &&
+			check(status == 0 && pf.pages_moved == SZ_2M / PAGE - 1 &&
+			      sum == 0x11UL * SZ_2M && snapshot(fd, create.vm_id, g, pte, 2) &&
+			      !(pte[0].flags & DRM_VSVM_PTE_VRAM) &&
 			      pte[1].flags & DRM_VSVM_PTE_VRAM,
 			      "a partial migration leaves a mixed range the GPU reads in whole");
 		}
 		inj = (struct drm_vsvm_inject){ .fault_delay_us = 2000 };
 		ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
-		status = run(fd, create.vm_id, DRM_VSVM_OP_READ, g + SZ_2M / 2, PAGE, 0, NULL, &sum);
+		status = run(fd, create.vm_id, DRM_VSVM_OP_READ, g + SZ_2M / 2, PAGE, 0, NULL,
+			     &sum);
 		inj.fault_delay_us = 0;
 		ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
 		check(status == 0 && sum == 0x11UL * PAGE && g[0] == 0x11,
 		      "a delayed fault handler still resolves the fault");
 		inj.fault_delay_us = 1000000;
-		check(expect_errno(fd, DRM_IOCTL_VSVM_INJECT, &inj, EINVAL), "an excessive delay is EINVAL");
+		check(expect_errno(fd, DRM_IOCTL_VSVM_INJECT, &inj, EINVAL),
+		      "an excessive delay is EINVAL");
 	}
 
 	/* Bad input is refused. */
@@ -403,14 +438,19 @@ int main(void)
 		struct drm_vsvm_vm_destroy destroy = { .vm_id = 999 };
 		struct drm_vsvm_vm_create bad = { .start = 1, .size = PAGE };
 
-		check(expect_errno(fd, DRM_IOCTL_VSVM_EXEC, &exec, EINVAL), "an empty job is EINVAL");
+		check(expect_errno(fd, DRM_IOCTL_VSVM_EXEC, &exec, EINVAL),
+		      "an empty job is EINVAL");
 		exec.count = DRM_VSVM_MAX_OPS + 1;
-		check(expect_errno(fd, DRM_IOCTL_VSVM_EXEC, &exec, E2BIG), "a job too long is E2BIG");
+		check(expect_errno(fd, DRM_IOCTL_VSVM_EXEC, &exec, E2BIG),
+		      "a job too long is E2BIG");
 		exec.count = 1;
 		exec.vm_id = 999;
-		check(expect_errno(fd, DRM_IOCTL_VSVM_EXEC, &exec, ENOENT), "an unknown VM is ENOENT");
-		check(expect_errno(fd, DRM_IOCTL_VSVM_VM_DESTROY, &destroy, ENOENT), "destroying an unknown VM is ENOENT");
-		check(expect_errno(fd, DRM_IOCTL_VSVM_VM_CREATE, &bad, EINVAL), "a misaligned span is EINVAL");
+		check(expect_errno(fd, DRM_IOCTL_VSVM_EXEC, &exec, ENOENT),
+		      "an unknown VM is ENOENT");
+		check(expect_errno(fd, DRM_IOCTL_VSVM_VM_DESTROY, &destroy, ENOENT),
+		      "destroying an unknown VM is ENOENT");
+		check(expect_errno(fd, DRM_IOCTL_VSVM_VM_CREATE, &bad, EINVAL),
+		      "a misaligned span is EINVAL");
 	}
 
 	{

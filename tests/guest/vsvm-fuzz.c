@@ -57,7 +57,9 @@ static uint64_t addr(uint8_t *scratch)
 
 int main(void)
 {
-	static const unsigned int dirs[] = { _IOC_NONE, _IOC_READ, _IOC_WRITE, _IOC_READ | _IOC_WRITE };
+	static const unsigned int dirs[] = {
+		_IOC_NONE, _IOC_READ, _IOC_WRITE, _IOC_READ | _IOC_WRITE
+	};
 	struct drm_vsvm_op ops[8];
 	uint64_t arg[32], errors[140] = { 0 }, ok = 0;
 	uint8_t *scratch;
@@ -77,8 +79,10 @@ int main(void)
 
 		for (k = 0; k < 32; k++)
 			arg[k] = rnd();
-		/* Often, the struct the driver expects, with small VM ids and
-		 * mostly-zero fields, so that the checks further in run too. */
+		/*
+		 * Often, the struct the driver expects, with small VM ids and
+		 * mostly-zero fields, so that the checks further in run too.
+		 */
 		if (rnd() % 2) {
 			dir = _IOC_READ | _IOC_WRITE;
 			switch (nr) {
@@ -110,7 +114,8 @@ int main(void)
 					ops[k].addr = addr(scratch);
 					ops[k].size = rnd() % 3 ? rnd() % 8192 : rnd();
 					ops[k].value = rnd();
-					ops[k].src = ops[k].kind == DRM_VSVM_OP_COPY ? addr(scratch) : 0;
+					ops[k].src =
+						ops[k].kind == DRM_VSVM_OP_COPY ? addr(scratch) : 0;
 				}
 				e->ops = rnd() % 8 ? (uintptr_t)ops : rnd();
 				e->count = rnd() % 10;
@@ -136,9 +141,11 @@ int main(void)
 		else
 			errors[errno < 140 ? errno : 0]++;
 	}
-	printf("vsvm-fuzz: %d calls: %llu succeeded, EINVAL %llu, ENOENT %llu, EFAULT %llu, E2BIG %llu, ENOSPC %llu, ENOTTY %llu, other %llu\n",
+	/* One line, printed in parts that fit a line here. */
+	printf("vsvm-fuzz: %d calls: %llu succeeded, EINVAL %llu, ENOENT %llu, EFAULT %llu, ",
 	       CALLS, (unsigned long long)ok, (unsigned long long)errors[EINVAL],
-	       (unsigned long long)errors[ENOENT], (unsigned long long)errors[EFAULT],
+	       (unsigned long long)errors[ENOENT], (unsigned long long)errors[EFAULT]);
+	printf("E2BIG %llu, ENOSPC %llu, ENOTTY %llu, other %llu\n",
 	       (unsigned long long)errors[E2BIG], (unsigned long long)errors[ENOSPC],
 	       (unsigned long long)errors[ENOTTY],
 	       (unsigned long long)(CALLS - ok - errors[EINVAL] - errors[ENOENT] - errors[EFAULT] -
