@@ -14,11 +14,12 @@
  * Work done by each side (see the README's performance section):
  * - fault-in: the device page-table fill rate, as the time of a first pass
  *   over the buffer (faults and reads) minus that of the fastest of three
- *   more passes on the same mirror (reads only). test_hmm's pass is a READ, which copies every
- *   byte to a user buffer; vsvm's reads 8 bytes of each page (jobs of
- *   DRM_VSVM_MAX_OPS reads), so that the difference is not lost in the
- *   noise of reading the data. A first READ of the whole buffer on a new
- *   mirror (faults, and sums every byte on the GPU side) is reported too.
+ *   more passes on the same mirror (reads only). test_hmm's pass is a READ,
+ *   which copies every byte to a user buffer; vsvm's reads 8 bytes of each
+ *   page (jobs of DRM_VSVM_MAX_OPS reads), so that the difference is not
+ *   lost in the noise of reading the data. A first READ of the whole
+ *   buffer on a new mirror (faults, and sums every byte on the GPU side) is
+ *   reported too.
  * - migration: test_hmm's MIGRATE_TO_DEV reads every page back to a user
  *   buffer; the vsvm side does a GPU READ of the buffer after its prefetch,
  *   so both include one pass over the data in device memory.
