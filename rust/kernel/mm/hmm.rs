@@ -129,20 +129,25 @@ impl HmmPfn {
     ///
     /// With [`Request::owner`], the device's own pages are reported as they are instead of being
     /// migrated back to system memory, and this tells them apart.
+    ///
+    /// # Safety
+    ///
+    /// As for [`HmmPfn::page`]: the page stays allocated during the call, so that a
+    /// device-private page's pagemap stays registered (its `struct page`s go with it).
     #[inline]
-    pub fn device_private_owner(self) -> Option<DeviceOwner> {
+    pub unsafe fn device_private_owner(self) -> Option<DeviceOwner> {
         if !self.is_valid() {
             return None;
         }
         // SAFETY: A valid entry holds the pfn of a page with a `struct page`.
         let page = unsafe { bindings::hmm_pfn_to_page(self.0) };
-        // SAFETY: `page` is a valid `struct page`; whether it is device-private is fixed at
-        // hotplug time.
+        // SAFETY: `page` is a valid `struct page` (safety requirements); whether it is
+        // device-private is fixed at hotplug time.
         if !unsafe { bindings::is_device_private_page(page) } {
             return None;
         }
-        // SAFETY: The page is a device-private page, so it has a pagemap, which outlives its
-        // pages; its owner is set at registration.
+        // SAFETY: The page is a device-private page, so it has a pagemap, registered while the
+        // page is allocated (safety requirements); its owner is set at registration.
         let owner = unsafe { (*bindings::page_pgmap(page)).owner };
         NonNull::new(owner).map(DeviceOwner::from_raw)
     }
@@ -345,7 +350,8 @@ mod tests {
             assert!(pfn.is_valid());
             assert!(pfn.is_writable());
             assert!(pfn.pfn().is_some());
-            assert_eq!(pfn.device_private_owner(), None);
+            // SAFETY: The test's pages stay mapped: nothing unmaps or migrates them.
+            assert_eq!(unsafe { pfn.device_private_owner() }, None);
         }
         // Untouched pages are not faulted in by a snapshot.
         for pfn in &pfns[2..] {

@@ -130,9 +130,13 @@ impl MigratePfn {
 ///
 /// # Safety
 ///
-/// [`Destination::into_locked_folio`] returns the first page of a valid folio of the given order
-/// that is locked and unmapped, and gives up one reference to it to the caller.
+/// [`Destination::into_locked_folio`] returns the first page of a valid folio of order
+/// [`Destination::order`] that is locked and unmapped, and gives up one reference to it to the
+/// caller.
 pub unsafe trait Destination {
+    /// The order of the folio.
+    fn order(&self) -> u32;
+
     /// The first page and the order of the locked folio whose reference moves into the
     /// migration.
     fn into_locked_folio(self) -> (NonNull<bindings::page>, u32);
@@ -153,20 +157,25 @@ pub struct SystemFolio {
 }
 
 impl SystemFolio {
-    /// Allocates and locks a movable system memory page.
+    /// Allocates and locks a zeroed, movable system memory page.
+    ///
+    /// Zeroed so that no stale kernel data reaches the process whatever the caller copies into
+    /// it before giving it to a migration.
     pub fn alloc() -> Result<Self> {
+        let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_ZERO;
         // SAFETY: Allocating an order-0 page has no requirements.
-        let page = unsafe { bindings::alloc_pages(bindings::GFP_HIGHUSER_MOVABLE, 0) };
+        let page = unsafe { bindings::alloc_pages(gfp, 0) };
         // SAFETY: The page is new: nobody else can hold its lock.
         unsafe { Self::lock(page, 0) }
     }
 
-    /// Allocates and locks a movable folio of [`PMD_ORDER`], to take a compound entry whole.
+    /// Allocates and locks a zeroed, movable folio of [`PMD_ORDER`], to take a compound entry
+    /// whole.
     ///
     /// It may reclaim or compact memory to find one, and fails with [`ENOMEM`] without a warning:
     /// a caller that can falls back to single pages then.
     pub fn alloc_huge() -> Result<Self> {
-        let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOWARN;
+        let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOWARN | bindings::__GFP_ZERO;
         // SAFETY: Allocating a folio has no requirements.
         let folio = unsafe { bindings::folio_alloc(gfp, PMD_ORDER) };
         if folio.is_null() {
@@ -211,6 +220,11 @@ impl SystemFolio {
 // SAFETY: By the type invariants the folio is locked and referenced; `forget` gives the reference
 // up.
 unsafe impl Destination for SystemFolio {
+    #[inline]
+    fn order(&self) -> u32 {
+        self.order
+    }
+
     fn into_locked_folio(self) -> (NonNull<bindings::page>, u32) {
         let folio = (self.page, self.order);
         core::mem::forget(self);
@@ -425,22 +439,40 @@ impl<'a> Migration<'a> {
         NonNull::new(page).map(|p| unsafe { BorrowedPage::from_raw(p) })
     }
 
-    /// Gives source entry `i` its destination, with the data already copied into it.
+    /// Gives source entry `i` its destination, with the data copied into it.
     ///
     /// A compound entry can take a folio of [`PMD_ORDER`]. In a migration that
     /// [splits](Migration::can_split), it can take a single page instead, as can each entry it
     /// covers (up to `i + entry_pages(i)`): the source is then split and each page moves to its
-    /// own destination. A folio for a non-compound entry does not move.
+    /// own destination. Every other entry takes a single page.
     ///
-    /// Fails with [`EINVAL`] if `i` is out of range and [`EBUSY`] if the entry already has one;
-    /// `dst` is released then. A destination given to an entry that cannot migrate is released
-    /// at finalization.
+    /// Fails with [`EINVAL`] if `i` is out of range, for a folio whose order does not fit the
+    /// entry, and for a single page on a compound entry of a migration that cannot split it;
+    /// with [`EBUSY`] if the entry already has a destination or is covered by a compound entry
+    /// given a whole folio (or, for such a folio, if an entry it covers has one). `dst` is
+    /// released then. A destination given to an entry that cannot migrate is released at
+    /// finalization.
+    ///
+    /// # Examples
+    ///
+    /// A huge folio fits only a compound entry:
+    ///
+    /// ```
+    /// use kernel::mm::migrate::{
+    ///     Migration,
+    ///     SystemFolio, //
+    /// };
+    ///
+    /// fn one_page(mig: &mut Migration<'_>) -> Result {
+    ///     if mig.entry_pages(0) == 1 {
+    ///         assert_eq!(mig.set_dst(0, SystemFolio::alloc_huge()?), Err(EINVAL));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn set_dst(&mut self, i: usize, dst: impl Destination) -> Result {
         let src = self.src(i);
-        let slot = self.dst.get_mut(i).ok_or(EINVAL)?;
-        if *slot != 0 {
-            return Err(EBUSY);
-        }
+        self.check_dst(i, dst.order())?;
         let (page, order) = dst.into_locked_folio();
         // SAFETY: `page` is a valid page.
         let pfn = unsafe { bindings::page_to_pfn(page.as_ptr()) };
@@ -457,8 +489,44 @@ impl<'a> Migration<'a> {
                 entry |= MPFN_WRITE;
             }
         }
-        // INVARIANT: The entry holds a locked page whose reference is the migration's.
-        *slot = entry;
+        // INVARIANT: The entry holds a locked page whose reference is the migration's, of an
+        // order that `check_dst` found to fit it.
+        self.dst[i] = entry;
+        Ok(())
+    }
+
+    /// Checks that entry `i` can take a destination folio of `order`; see
+    /// [`Migration::set_dst`].
+    ///
+    /// The C side trusts the order it is given: a folio of [`PMD_ORDER`] on an entry that is not
+    /// compound would be mapped by a PMD over whatever follows, or past the end of the arrays.
+    fn check_dst(&self, i: usize, order: u32) -> Result {
+        if *self.dst.get(i).ok_or(EINVAL)? != 0 {
+            return Err(EBUSY);
+        }
+        let pages = self.entry_pages(i);
+        if order > 0 {
+            if order != PMD_ORDER || pages != 1 << PMD_ORDER || i + pages > self.npages() {
+                return Err(EINVAL);
+            }
+            if self.dst[i + 1..i + pages].iter().any(|&d| d != 0) {
+                return Err(EBUSY);
+            }
+            return Ok(());
+        }
+        if pages > 1 && !self.can_split() {
+            return Err(EINVAL);
+        }
+        // An entry covered by a compound entry has no source of its own; it moves only when the
+        // compound one is split, not when that one takes a whole folio.
+        if !self.src(i).has_page() {
+            let first = i.saturating_sub((1 << PMD_ORDER) - 1);
+            if let Some(head) = (first..i).rev().find(|&h| self.src(h).is_compound()) {
+                if head + self.entry_pages(head) > i && MigratePfn(self.dst[head]).is_compound() {
+                    return Err(EBUSY);
+                }
+            }
+        }
         Ok(())
     }
 

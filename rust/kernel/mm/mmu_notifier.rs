@@ -530,27 +530,6 @@ mod tests {
         Ok(())
     }
 
-    #[cfg(CONFIG_X86_64)]
-    #[test]
-    fn mprotect_fires_protection_vma() -> Result {
-        let map = UserMapping::new(4)?;
-        map.write(0, &[4u8; 4 * 4096])?;
-        let n = Recorder::insert(&map, 2, 2)?;
-
-        map.mprotect(0, 2, bindings::PROT_READ)?;
-        assert_eq!(n.calls(), 0);
-
-        map.mprotect(2, 2, bindings::PROT_READ)?;
-        assert!(n.calls() >= 1);
-        let (span, event) = last(&n).ok_or(EINVAL)?;
-        assert_eq!(event, Event::ProtectionVma);
-        assert!(span.start <= map.addr(2) && span.end >= map.addr(4));
-
-        // Read-only now: a write from the kernel on the user's behalf fails.
-        assert_eq!(map.write(2 * 4096, &[1u8]), Err(EFAULT));
-        Ok(())
-    }
-
     #[test]
     fn read_retry_sees_invalidation() -> Result {
         let map = UserMapping::new(4)?;

@@ -458,6 +458,11 @@ impl<T: DevicePrivate> NewDeviceFolio<'_, T> {
 // SAFETY: By the type invariants the folio is locked and referenced; `forget` gives the
 // reference up.
 unsafe impl<T: DevicePrivate> Destination for NewDeviceFolio<'_, T> {
+    #[inline]
+    fn order(&self) -> u32 {
+        self.order
+    }
+
     fn into_locked_folio(self) -> (NonNull<bindings::page>, u32) {
         let folio = (self.page, self.order);
         core::mem::forget(self);
@@ -930,6 +935,62 @@ mod tests {
         assert_eq!(faults - empty, pmd_pages);
         assert_eq!(pm.frees.load(Relaxed) as usize, pmd_pages);
         assert_eq!(pm.bad_data.load(Relaxed), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn set_dst_checks_the_order_against_the_entry() -> Result {
+        let pm = vram()?;
+        let map = UserMapping::new(4)?;
+        fill(&map, 1)?;
+        let mmap = map.mm().mmap_read_lock();
+        let vma = mmap.vma_lookup(map.addr(0)).ok_or(EFAULT)?;
+        let select = Select::SYSTEM | Select::COMPOUND;
+        let mut mig = Migration::setup(vma, map.addr(0)..map.addr(4), select, pm.owner())?;
+        // Page 0 is present, pages 1..4 are holes of a span too short for a huge entry: none
+        // can take a huge folio, which C would map by a PMD over the pages after them.
+        for i in [0, 1, 3] {
+            assert_eq!(mig.entry_pages(i), 1);
+            assert_eq!(mig.set_dst(i, SystemFolio::alloc_huge()?), Err(EINVAL));
+        }
+        // Nor can an order other than the PMD's, nor an entry out of range.
+        let idx = pm.alloc(2).ok_or(ENOMEM)?;
+        // SAFETY: The pages from `idx` were just taken from the free pages.
+        let folio = unsafe { pm.new_folio(pm.pfns().start + idx, 2, Arc::new(idx, GFP_KERNEL)?)? };
+        assert_eq!(mig.set_dst(1, folio), Err(EINVAL));
+        assert_eq!(mig.set_dst(4, SystemFolio::alloc()?), Err(EINVAL));
+        // The refused folios were released, not leaked into the migration.
+        assert_eq!(pm.frees.load(Relaxed), 4);
+        // A single page per entry fits; a second one is refused.
+        mig.set_dst(1, SystemFolio::alloc()?)?;
+        assert_eq!(mig.set_dst(1, SystemFolio::alloc()?), Err(EBUSY));
+        assert_eq!(mig.pages().pages(), 1);
+        drop(mmap);
+        assert_eq!(bad_bytes(&map, 1)?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn system_folios_are_zeroed() -> Result {
+        // Freed pages are reused first: without zeroing, what one folio held shows in the next.
+        for _ in 0..16 {
+            let folio = SystemFolio::alloc()?;
+            let page = folio.page(0).ok_or(EINVAL)?;
+            let mut buf = [0xffu8; 64];
+            for off in (0..PAGE_SIZE).step_by(buf.len()) {
+                // SAFETY: The folio is new and ours alone; `buf` has room for the bytes.
+                unsafe { page.read_raw(buf.as_mut_ptr(), off, buf.len())? };
+                assert_eq!(buf, [0u8; 64]);
+            }
+            // SAFETY: As above.
+            unsafe { page.write_raw([0x5au8; 64].as_ptr(), 0, 64)? };
+        }
+        let huge = SystemFolio::alloc_huge()?;
+        let last = huge.page(huge.pages() - 1).ok_or(EINVAL)?;
+        let mut buf = [0xffu8; 64];
+        // SAFETY: As above.
+        unsafe { last.read_raw(buf.as_mut_ptr(), PAGE_SIZE - 64, 64)? };
+        assert_eq!(buf, [0u8; 64]);
         Ok(())
     }
 

@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use crate::{
-    bindings, c_str,
+    bindings,
     error::to_result,
     mm::{
         mmu_notifier::{
@@ -37,7 +37,6 @@ use crate::{
     },
 };
 use core::{
-    ffi::c_void,
     ops::Range,
     ptr::NonNull, //
 };
@@ -111,53 +110,6 @@ impl UserMapping {
         to_result(unsafe { bindings::vm_munmap(self.addr(page), count * PAGE_SIZE) })
     }
 
-    /// Changes the protection of `count` pages from page `page` on (`mprotect`).
-    ///
-    /// The kernel has no in-kernel mprotect API, so this enters the system call as userspace
-    /// does, on the current task (the test kthread, whose mm this mapping is in).
-    #[cfg(CONFIG_X86_64)]
-    pub(crate) fn mprotect(&self, page: usize, count: usize, prot: u32) -> Result {
-        extern "C" {
-            fn __x64_sys_mprotect(regs: *const bindings::pt_regs) -> c_long;
-        }
-        // SAFETY: All-zero is a valid `pt_regs`.
-        let mut regs: bindings::pt_regs = unsafe { core::mem::zeroed() };
-        regs.di = self.addr(page);
-        regs.si = count * PAGE_SIZE;
-        regs.dx = prot as usize;
-        // SAFETY: The system call reads its arguments from `regs`, and acts on the current mm.
-        let ret = unsafe { __x64_sys_mprotect(&regs) };
-        // CAST: System calls return 0 or a negative error code.
-        to_result(ret as c_int)
-    }
-
-    /// Moves the pages of the mapping to the address of `target` (`mremap` with
-    /// `MREMAP_MAYMOVE | MREMAP_FIXED`), replacing `target`'s; this mapping's addresses are
-    /// unmapped then. Both must have the same length.
-    #[cfg(CONFIG_X86_64)]
-    pub(crate) fn move_to(&self, target: &UserMapping) -> Result {
-        extern "C" {
-            fn __x64_sys_mremap(regs: *const bindings::pt_regs) -> c_long;
-        }
-        if self.len() != target.len() {
-            return Err(EINVAL);
-        }
-        // SAFETY: All-zero is a valid `pt_regs`.
-        let mut regs: bindings::pt_regs = unsafe { core::mem::zeroed() };
-        regs.di = self.start;
-        regs.si = self.len();
-        regs.dx = target.len();
-        regs.r10 = (bindings::MREMAP_MAYMOVE | bindings::MREMAP_FIXED) as usize;
-        regs.r8 = target.start;
-        // SAFETY: The system call reads its arguments from `regs`, and acts on the current mm.
-        let ret = unsafe { __x64_sys_mremap(&regs) };
-        // CAST: The system call returns the new address or a negative error code.
-        match ret as usize {
-            addr if addr == target.start => Ok(()),
-            _ => to_result(ret as c_int).and(Err(EFAULT)),
-        }
-    }
-
     /// Pins page `page` of the mapping, faulting it in writable, as a driver pins pages for DMA:
     /// it cannot migrate until the pin is dropped.
     pub(crate) fn pin(&self, page: usize) -> Result<PinnedPage> {
@@ -191,55 +143,6 @@ impl UserMapping {
             )
         })
     }
-}
-
-/// Runs `f` in a forked child of the test kthread: a task whose address space is a copy of the
-/// test's, as after `fork()` (private pages are shared copy-on-write), so that [`UserMapping`]s
-/// of the test read and write the child's copy. Returns what `f` returned, after the child
-/// exited.
-pub(crate) fn in_forked_child(f: &mut dyn FnMut() -> Result) -> Result {
-    struct Child<'a> {
-        f: &'a mut dyn FnMut() -> Result,
-        result: Result,
-    }
-
-    /// # Safety
-    ///
-    /// `arg` points to a `Child` that outlives the calling task.
-    unsafe extern "C" fn child_main(arg: *mut c_void) -> c_int {
-        // SAFETY: `arg` is the `Child` of the parent, which waits for this task to exit.
-        let child = unsafe { &mut *arg.cast::<Child<'_>>() };
-        child.result = (child.f)();
-        // SAFETY: A kernel thread that returns from its function would return to user mode with
-        // no user context; it exits here instead. Nothing is held.
-        unsafe { bindings::do_exit(0) }
-    }
-
-    let mut child = Child {
-        f,
-        result: Err(ECHILD),
-    };
-    let mut args = bindings::kernel_clone_args {
-        // Without `CLONE_VM`: the child gets a copy of the current address space.
-        flags: bindings::CLONE_UNTRACED.into(),
-        exit_signal: bindings::SIGCHLD as c_int,
-        name: c_str!("kunit_fork").as_char_ptr(),
-        fn_: Some(child_main),
-        fn_arg: (&raw mut child).cast(),
-        ..Default::default()
-    };
-    args.set_kthread(1);
-    // SAFETY: `args` is a valid request for a kernel thread running `child_main` on `child`,
-    // which outlives it: the child is waited for below.
-    let pid = unsafe { bindings::kernel_clone(&mut args) };
-    if pid < 0 {
-        return Err(Error::from_errno(pid));
-    }
-    let mut status = 0;
-    // SAFETY: `pid` is a child of the current task; `status` is valid for writes. Whether it is
-    // reaped here or automatically (`SIGCHLD` ignored), this returns once it has exited.
-    unsafe { bindings::kernel_wait(pid, &mut status) };
-    child.result
 }
 
 /// A page of a [`UserMapping`] pinned by [`UserMapping::pin`], unpinned when dropped.

@@ -153,7 +153,9 @@ impl<T: Driver> DevicePrivate for Backend<T> {
 ///
 /// A CPU access to one of its pages migrates that page and its neighbours back to system memory
 /// ([`Driver::copy_to_sram`]), finding the allocation through the page, with no GPU SVM lock.
-/// Dropping it evicts the pages still in use.
+/// Dropping it evicts the pages still in use. Pages that cannot move back (the copy keeps
+/// failing, or a page stays locked or pinned) keep the drop waiting until their processes free
+/// them (munmap, exit): the device's pages must not be unregistered while mapped.
 #[pin_data(PinnedDrop)]
 pub struct DeviceMemory<T: Driver> {
     #[pin]
@@ -235,7 +237,11 @@ impl<T: Driver> DeviceMemory<T> {
 
     /// Makes pages `i..i + (1 << order)` of `alloc`, a block ([`Allocation::is_block`]), a device
     /// folio carrying a reference to `alloc`.
-    fn new_folio(
+    ///
+    /// # Safety
+    ///
+    /// No page of the block was made a folio before.
+    unsafe fn new_folio(
         &self,
         alloc: &Arc<Allocation<T>>,
         i: usize,
@@ -246,8 +252,8 @@ impl<T: Driver> DeviceMemory<T> {
         }
         let pfn = alloc.pfns()[i];
         // SAFETY: The pages of an allocation are free pages of this memory that belong to it
-        // (type invariants of `FreePages`), and each is made part of a folio at most once: only
-        // by the single migration that fills the allocation, for the entry it backs.
+        // (type invariants of `FreePages`), and none of the block was made a folio before (safety
+        // requirements).
         let folio = unsafe { self.pagemap.new_folio(pfn, order, alloc.clone())? };
         self.stats().pages_in_use.add(1 << order);
         Ok(folio)
@@ -259,7 +265,11 @@ impl<T: Driver> DeviceMemory<T> {
     /// A compound entry (a PMD-mapped huge page, or an aligned 2M hole) moves as one device folio
     /// where the allocation has a block for it; elsewhere its source is split and moves page by
     /// page.
-    pub(super) fn to_vram(
+    ///
+    /// # Safety
+    ///
+    /// `alloc` is fresh from [`DeviceMemory::alloc`]: none of its pages was made a folio before.
+    pub(super) unsafe fn to_vram(
         &self,
         mut mig: Migration<'_>,
         alloc: &Arc<Allocation<T>>,
@@ -296,7 +306,9 @@ impl<T: Driver> DeviceMemory<T> {
             T::copy_to_vram(self, &dst, &src)?;
         }
         for (i, order) in folios {
-            let folio = self.new_folio(alloc, i, order)?;
+            // SAFETY: `alloc` is fresh (safety requirements), and the entries of `folios` cover
+            // disjoint pages of it: each is made a folio once.
+            let folio = unsafe { self.new_folio(alloc, i, order)? };
             mig.set_dst(i, folio)?;
         }
         let done = mig.pages();

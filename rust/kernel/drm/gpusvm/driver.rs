@@ -36,7 +36,11 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// the device TLB, so that the device can no longer reach the pages.
     ///
     /// Called from the mmu notifier with the notifier lock held for writing: it must not sleep on
-    /// memory allocation nor take locks that are held around allocations.
+    /// memory allocation nor take locks that are held around allocations. Also called by
+    /// [`GpuSvm::collect_garbage`] with [`Event::Unmap`] for each range it removes: a driver that
+    /// queues the collector on [`Event::Unmap`] must not queue it again from there.
+    ///
+    /// [`GpuSvm::collect_garbage`]: super::GpuSvm::collect_garbage
     fn invalidate(&self, range: &Range<Self>, span: ops::Range<usize>, event: Event);
 
     /// Allocates `npages` pages of device memory, returning the allocation and its free pages
@@ -48,6 +52,13 @@ pub trait Driver: Send + Sync + Sized + 'static {
     ///
     /// Fails with [`ENOMEM`] (or [`ENOSPC`]) when device memory is exhausted: the layer then
     /// leaves the range in system memory.
+    ///
+    /// It is called with the migrate lock of the range being migrated held: to make room it may
+    /// evict device pages by pfn ([`DeviceMemory::evict`]), which takes no migrate lock, but not
+    /// ranges ([`GpuSvm::evict_range`]), whose migrate locks two such calls would take in
+    /// opposite orders.
+    ///
+    /// [`GpuSvm::evict_range`]: super::GpuSvm::evict_range
     fn alloc_devmem(
         mem: &DeviceMemory<Self>,
         npages: usize,

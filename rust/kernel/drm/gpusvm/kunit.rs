@@ -8,17 +8,11 @@ mod tests {
     use super::super::*;
     use crate::{
         bindings, c_str,
-        dma::{
-            DmaAddress,
-            DmaMask, //
-        },
+        dma::DmaMask,
         faux,
         mm::{
             mmu_notifier::Event,
-            test_mm::{
-                in_forked_child,
-                UserMapping, //
-            },
+            test_mm::UserMapping,
             DeviceOwner, //
         },
         page::{
@@ -191,7 +185,7 @@ mod tests {
                 }
                 let pte = Pte {
                     addr: range.span().start + i * PAGE_SIZE,
-                    vram: pfn.device_private_owner() == Some(owner()),
+                    vram: valid.device_private_owner(i) == Some(owner()),
                 };
                 ptes.push_within_capacity(pte).map_err(|_| ENOMEM)?;
             }
@@ -214,17 +208,18 @@ mod tests {
         DeviceOwner::from_ref(&OWNER)
     }
 
-    fn svm(map: &UserMapping) -> Result<Arc<GpuSvm<Mock>>> {
+    fn new_svm(map: &UserMapping) -> Result<impl PinInit<GpuSvm<Mock>, Error>> {
         let chunks = ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])?.present_only_up_to(SZ_64K)?;
         let ptes = KVec::with_capacity(MAX_PTES, GFP_KERNEL)?;
         let mock = pin_init!(Mock {
             invalidations: Atomic::new(0),
             ptes <- new_mutex!(ptes),
         });
-        Arc::pin_init(
-            GpuSvm::new(map.mm(), PAGE_SIZE..1 << 47, 1 << 29, chunks, owner(), mock)?,
-            GFP_KERNEL,
-        )
+        GpuSvm::new(map.mm(), PAGE_SIZE..1 << 47, 1 << 29, chunks, owner(), mock)
+    }
+
+    fn svm(map: &UserMapping) -> Result<Arc<GpuSvm<Mock>>> {
+        Arc::pin_init(new_svm(map)?, GFP_KERNEL)
     }
 
     fn vram() -> Result<Arc<DeviceMemory<Mock>>> {
@@ -398,31 +393,50 @@ mod tests {
     }
 
     #[test]
-    fn a_gpu_svm_outliving_its_process_fails_cleanly() -> Result {
+    fn a_range_is_refused_by_a_new_gpu_svm_at_the_address_of_its_own() -> Result {
         let map = UserMapping::new(16)?;
         fill(&map, 16)?;
-        // A GPU SVM of a process that exits while the GPU SVM lives on (the file stays open in
-        // another process, say).
-        let mut orphan = None;
-        in_forked_child(&mut || {
-            let svm = svm(&map)?;
-            let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
-            svm.get_pages(&r, &Fault::read())?;
-            orphan = Some((svm, r));
-            Ok(())
-        })?;
-        let (svm, r) = orphan.take().ok_or(EINVAL)?;
-        assert_eq!(
-            svm.find_or_insert(map.addr(1), 0..usize::MAX).err(),
-            Some(EFAULT)
-        );
-        assert_eq!(svm.get_pages(&r, &Fault::read()).err(), Some(EFAULT));
-        // The exit unmapped everything: nothing can be bound, and once the fault lets go of the
-        // range, the collector cleans up.
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        // Two GPU SVMs one after the other at the same address, as the allocator may place them.
+        let mut slot = KBox::<GpuSvm<Mock>>::new_uninit(GFP_KERNEL)?;
+        let place = slot.as_mut_ptr();
+        // SAFETY: `place` is valid for writes and the GPU SVM stays there until dropped in place
+        // below.
+        unsafe { new_svm(&map)?.__pinned_init(place)? };
+        // SAFETY: Initialized above.
+        let old = unsafe { &*place };
+        let r = old.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        old.get_pages(&r, &Fault::read())?;
+        // SAFETY: Initialized above, and no borrow of it is used after this.
+        unsafe { core::ptr::drop_in_place(place) };
+        // SAFETY: As for the first one.
+        unsafe { new_svm(&map)?.__pinned_init(place)? };
+        // SAFETY: Initialized above.
+        let new = unsafe { &*place };
+        // The range outlived its GPU SVM and its notifier: the new one must not take it for its
+        // own (it would use the old notifier, freed).
+        assert_eq!(new.get_pages(&r, &Fault::read()).err(), Some(EINVAL));
+        assert!(new.pages_valid(&r, &new.notifier_read()).is_none());
+        let mem = vram()?;
+        assert_eq!(new.migrate_to_vram(&r, &mem).err(), Some(EINVAL));
         drop(r);
-        svm.collect_garbage();
-        assert_eq!(svm.count(), (0, 0));
+        // SAFETY: Initialized above, and not used after this.
+        unsafe { core::ptr::drop_in_place(place) };
+        assert_nothing_leaked(&mem);
+        Ok(())
+    }
+
+    #[test]
+    fn a_range_in_device_memory_takes_no_more_of_it() -> Result {
+        let (mem, map, svm) = filled_with_vram()?;
+        let (r, _) = migrated(&svm, &mem, &map)?;
+        let allocations = mem.stats().allocations.get();
+        // Nothing to move: no allocation, which could evict other ranges (or this one).
+        assert_eq!(svm.migrate_to_vram(&r, &mem)?, 0);
+        assert_eq!(mem.stats().allocations.get(), allocations);
+        assert_eq!(mem.stats().pages_in_use.get(), r.npages() as u64);
+        drop(svm);
+        map.unmap(0, map.len() / PAGE_SIZE)?;
+        assert_nothing_leaked(&mem);
         Ok(())
     }
 
@@ -655,30 +669,6 @@ mod tests {
     }
 
     #[test]
-    fn mremap_of_a_migrated_buffer_keeps_its_data_and_drops_the_old_range() -> Result {
-        let (mem, map, svm) = filled_with_vram()?;
-        let (r, first) = migrated(&svm, &mem, &map)?;
-        let target = UserMapping::new(map.len() / PAGE_SIZE)?;
-        map.move_to(&target)?;
-
-        // The old range was unmapped: no device PTE left, and the collector removes it.
-        assert_eq!(svm.driver().bound_in_vram(), 0);
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
-        assert_eq!(svm.collect_garbage(), 1);
-        assert_eq!(svm.migrate_to_vram(&r, &mem).err(), Some(EINVAL));
-        drop(r);
-
-        // At the new address the pages are still in device memory, and the data intact.
-        let page = target.addr(first + 7);
-        let r = svm.find_or_insert(page, 0..usize::MAX)?;
-        svm.get_pages(&r, &Fault::read())?;
-        Mock::bind(&svm, &r)?;
-        assert_eq!(svm.driver().bound(page), Some(true));
-        assert_eq!(bad_bytes(&target, first..first + SZ_2M / PAGE_SIZE)?, 0);
-        Ok(())
-    }
-
-    #[test]
     fn range_eviction_brings_the_pages_back() -> Result {
         let (mem, map, svm) = filled_with_vram()?;
         let (r, first) = migrated(&svm, &mem, &map)?;
@@ -743,10 +733,7 @@ mod tests {
             let guard = svm.notifier_read();
             let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
             assert!(valid.atomic());
-            assert!(valid
-                .pfns()
-                .iter()
-                .all(|p| p.device_private_owner() == Some(owner())));
+            assert!((0..r.npages()).all(|i| valid.device_private_owner(i) == Some(owner())));
         }
         assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
         Ok(())
@@ -768,10 +755,9 @@ mod tests {
         {
             let guard = svm.notifier_read();
             let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
-            // Without an IOMMU, a 64-bit device sees the physical address.
-            let pfn = valid.pfns()[1].pfn().ok_or(EINVAL)?;
-            // CAST: Physical addresses fit in `dma_addr_t` on 64-bit.
-            assert_eq!(valid.dma_address(1), Some((pfn * PAGE_SIZE) as DmaAddress));
+            // The pinned page stayed in system memory: it is mapped (at an address that depends
+            // on the platform: an IOMMU, bounce buffers); the others are in VRAM.
+            assert!(valid.dma_address(1).is_some());
             assert_eq!(valid.dma_address(0), None);
             assert_eq!(valid.dma_address(2), None);
         }
@@ -781,6 +767,35 @@ mod tests {
         let guard = svm.notifier_read();
         let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
         assert_eq!(valid.dma_address(1), None);
+        Ok(())
+    }
+
+    #[test]
+    fn dma_mappings_go_when_the_device_unbinds() -> Result {
+        let reg = faux::Registration::new(c_str!("rust-gpusvm-unbind"), None)?;
+        // SAFETY: Nothing maps or allocates DMA memory for the device yet.
+        unsafe { reg.dma_coerce_mask_and_coherent(DmaMask::new::<64>())? };
+        let map = UserMapping::new(4)?;
+        fill(&map, 4)?;
+        let svm = svm(&map)?;
+        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        // SAFETY: The DMA mask of the device does not change.
+        let fault = unsafe { Fault::read().dma(reg.bound()) };
+        svm.get_pages(&r, &fault)?;
+        let mapped = |svm: &GpuSvm<Mock>| -> Result<usize> {
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            Ok((0..r.npages())
+                .filter(|&i| valid.dma_address(i).is_some())
+                .count())
+        };
+        assert_eq!(mapped(&svm)?, r.npages());
+        // The device goes while the range lives: its mappings go with its binding, not later.
+        drop(reg);
+        assert_eq!(mapped(&svm)?, 0);
+        // An invalidation afterwards has nothing left to unmap.
+        map.unmap(0, 4)?;
+        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
         Ok(())
     }
 
@@ -830,84 +845,6 @@ mod tests {
         let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
         assert!(valid.pfns().iter().all(|p| p.is_valid()));
         assert_eq!(svm.stats().faults[0].get(), 1);
-        Ok(())
-    }
-
-    #[test]
-    fn writes_to_read_only_memory_are_refused() -> Result {
-        let map = UserMapping::new(16)?;
-        fill(&map, 16)?;
-        map.mprotect(0, 16, bindings::PROT_READ)?;
-        let svm = svm(&map)?;
-        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
-        assert_eq!(svm.get_pages(&r, &Fault::write()).err(), Some(EPERM));
-        svm.get_pages(&r, &Fault::read())?;
-        let guard = svm.notifier_read();
-        let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
-        assert!(valid
-            .pfns()
-            .iter()
-            .all(|p| p.is_valid() && !p.is_writable()));
-        Ok(())
-    }
-
-    #[test]
-    fn fork_of_a_migrated_buffer_keeps_the_data_in_parent_and_child() -> Result {
-        let (mem, map, svm) = filled_with_vram()?;
-        let (r, first) = migrated(&svm, &mem, &map)?;
-        let pages = first..first + r.npages();
-
-        // The child reads its copy (the CPU faults pages back through their page data: no
-        // range of this GPU SVM is in its address space), then writes to it.
-        in_forked_child(&mut || {
-            if bad_bytes(&map, pages.clone())? != 0 {
-                return Err(EINVAL);
-            }
-            map.write(first * PAGE_SIZE, &[0x55; 8])
-        })?;
-        assert!(mem.stats().cpu_faults.get() >= 1);
-
-        // The parent's data is intact, the child's write did not reach it, and the range binds
-        // again from what the parent maps now.
-        assert_eq!(bad_bytes(&map, pages)?, 0);
-        svm.get_pages(&r, &Fault::write())?;
-        Mock::bind(&svm, &r)?;
-        assert_eq!(svm.driver().bound(r.span().start), Some(false));
-        drop(svm);
-        map.unmap(0, map.len() / PAGE_SIZE)?;
-        assert_nothing_leaked(&mem);
-        Ok(())
-    }
-
-    #[test]
-    fn a_write_after_fork_does_not_get_shared_device_pages() -> Result {
-        let (mem, map, svm) = filled_with_vram()?;
-        let (r, first) = migrated(&svm, &mem, &map)?;
-
-        // The child leaves its copy alone: the parent's device entries stay read-only (shared
-        // copy-on-write), and HMM reports them as they are.
-        in_forked_child(&mut || Ok(()))?;
-        svm.get_pages(&r, &Fault::read())?;
-        {
-            let guard = svm.notifier_read();
-            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
-            assert!(valid
-                .pfns()
-                .iter()
-                .all(|p| p.device_private_owner().is_some() && !p.is_writable()));
-        }
-
-        // A write must not bind them: it gets writable pages of its own.
-        svm.get_pages(&r, &Fault::write())?;
-        {
-            let guard = svm.notifier_read();
-            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
-            assert!(valid.pfns().iter().all(|p| p.is_valid() && p.is_writable()));
-        }
-        assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
-        drop(svm);
-        map.unmap(0, map.len() / PAGE_SIZE)?;
-        assert_nothing_leaked(&mem);
         Ok(())
     }
 

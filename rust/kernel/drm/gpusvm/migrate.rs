@@ -3,15 +3,25 @@
 //! Migration of ranges to device memory and back.
 
 use super::{
+    notifier::Notifier,
     DeviceMemory,
     Driver,
     GpuSvm,
     Range, //
 };
 use crate::{
-    mm::migrate::{
-        Migration,
-        Select, //
+    mm::{
+        hmm::{
+            self,
+            HmmPfn,
+            Request, //
+        },
+        migrate::{
+            Migration,
+            Select, //
+        },
+        mmu_notifier::IntervalNotifier,
+        MmWithUser,
     },
     page::PAGE_SIZE,
     prelude::*,
@@ -29,12 +39,17 @@ impl<T: Driver> GpuSvm<T> {
     /// and with the errors of [`Driver::alloc_devmem`] and [`Driver::copy_to_vram`]; the range is
     /// then left in system memory.
     pub fn migrate_to_vram(&self, range: &Range<T>, mem: &DeviceMemory<T>) -> Result<usize> {
-        self.notifier_of(range)?;
+        let notifier = self.notifier_of(range)?;
         if mem.owner() != self.owner {
             return Err(EINVAL);
         }
         let _migrate = range.migrate.lock();
         let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
+        // A range in device memory already must not take device memory (or evict other ranges,
+        // or its own, to make room) to move nothing.
+        if self.in_device_memory(notifier, &mm, range)? {
+            return Ok(0);
+        }
         // Allocated before the mmap lock is taken: the driver may evict to make room.
         let alloc = mem.alloc(range.npages())?;
         let mmap = mm.mmap_read_lock();
@@ -42,12 +57,43 @@ impl<T: Driver> GpuSvm<T> {
         // Huge pages and aligned 2M holes come as one entry each, to move as one folio.
         let select = Select::SYSTEM | Select::COMPOUND;
         let mig = Migration::setup(vma, range.span(), select, self.owner)?;
-        let moved = mem.to_vram(mig, &alloc)?;
+        // SAFETY: `alloc` was just allocated.
+        let moved = unsafe { mem.to_vram(mig, &alloc)? };
         if moved > 0 {
             self.stats.migrations_to_vram.add(1);
             self.stats.bytes_to_vram.add((moved * PAGE_SIZE) as u64);
         }
         Ok(moved)
+    }
+
+    /// Whether every page of `range` is in our device memory, as the CPU page tables show it now
+    /// (it may change right after). An invalidation racing with the look counts as no.
+    fn in_device_memory(
+        &self,
+        notifier: &IntervalNotifier<Notifier<T>>,
+        mm: &MmWithUser,
+        range: &Range<T>,
+    ) -> Result<bool> {
+        let mut pfns = KVec::with_capacity(range.npages(), GFP_KERNEL)?;
+        pfns.resize(range.npages(), HmmPfn::SNAPSHOT, GFP_KERNEL)?;
+        let seq = notifier.read_begin();
+        let mmap = mm.mmap_read_lock();
+        let request = Request::SNAPSHOT.owner(self.owner);
+        if hmm::range_fault(notifier, &mmap, &seq, range.span.start, &mut pfns, request).is_err() {
+            return Ok(false);
+        }
+        let _guard = self.notifier_lock.read();
+        if notifier.read_retry(&seq) {
+            return Ok(false);
+        }
+        for pfn in pfns.iter() {
+            // SAFETY: No invalidation ran since the read, and none can while the notifier lock
+            // is held: the page is still mapped, hence allocated.
+            if unsafe { pfn.device_private_owner() } != Some(self.owner) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Migrates the pages of `span` of `range` (the part of it inside the range) that are in

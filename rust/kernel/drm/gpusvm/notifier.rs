@@ -125,7 +125,7 @@ impl<T: Driver> Invalidate for Notifier<T> {
             let pages = unsafe { r.pages.get_mut() };
             // The pages may be freed once this returns: unmap them now (this frees nothing), and
             // take the bind proof away until they are read again.
-            pages.dma.clear();
+            pages.dma = None;
             pages.valid = false;
             pages.invalidations = pages.invalidations.wrapping_add(1);
             if range.event() == Event::Unmap && !pages.unmapped {

@@ -3,6 +3,7 @@
 //! Reading the pages of a range for a GPU fault, and the proof needed to bind them.
 
 use super::{
+    range::DmaMappings,
     DeviceMemory,
     Driver,
     GpuSvm,
@@ -15,6 +16,7 @@ use crate::{
         Bound,
         Device, //
     },
+    devres::Devres,
     dma::{
         mapping::PageMapping,
         DataDirection, //
@@ -152,8 +154,14 @@ impl<T: Driver> GpuSvm<T> {
         let npages = range.npages();
         let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
         pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
-        // Room for the mappings, made under the notifier lock where nothing may allocate.
-        let mut dma = KVec::with_capacity(fault.dma.map_or(0, |_| npages), GFP_KERNEL)?;
+        // Room for the mappings, made under the notifier lock where nothing may allocate, and
+        // revoked when the device unbinds.
+        let mut dma = match fault.dma {
+            Some(dev) => Some(Devres::new(dev, DmaMappings::with_capacity(npages)?)?),
+            None => None,
+        };
+        // Which pages are our device pages, told under the notifier lock (see `own_pages`).
+        let mut own = KVec::with_capacity(npages, GFP_KERNEL)?;
         let mut request = if fault.present_only {
             Request::SNAPSHOT
         } else {
@@ -177,9 +185,20 @@ impl<T: Driver> GpuSvm<T> {
             let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
             let mmap = mm.mmap_read_lock();
             let res = hmm::range_fault(notifier, &mmap, &seq, range.span.start, &mut pfns, request)
-                .and_then(|()| match fault.atomic {
-                    Some(_) => self.make_exclusive(&mmap, range.span.start, &mut pfns),
-                    None => Ok(()),
+                .and_then(|()| self.own_pages(range, invalidations, &pfns, &mut own))
+                .and_then(|read_only| {
+                    if fault.write && read_only {
+                        // HMM reports our own device pages as they are, also read-only ones
+                        // (shared copy-on-write since a fork), which no write may use. Faulted
+                        // without the owner they come back to system memory, where the write
+                        // fault breaks the sharing.
+                        request = Request::fault(true);
+                        return Err(EBUSY);
+                    }
+                    match fault.atomic {
+                        Some(_) => self.make_exclusive(&mmap, range.span.start, &mut pfns, &own),
+                        None => Ok(()),
+                    }
                 });
             match res {
                 Err(e) if e == EBUSY => {
@@ -201,14 +220,6 @@ impl<T: Driver> GpuSvm<T> {
                 }
                 res => res?,
             }
-            if fault.write && pfns.iter().any(|p| self.read_only_device_page(p)) {
-                // HMM reports our own device pages as they are, also read-only ones (shared
-                // copy-on-write since a fork), which no write may use. Faulted without the owner
-                // they come back to system memory, where the write fault breaks the sharing.
-                request = Request::fault(true);
-                self.stats.retries.add(1);
-                continue;
-            }
             let _guard = self.notifier_lock.write();
             // SAFETY: The notifier lock is held for writing; this is the only borrow.
             let pages = unsafe { range.pages.get_mut() };
@@ -220,27 +231,75 @@ impl<T: Driver> GpuSvm<T> {
                 stalled += 1;
                 continue;
             }
-            if let Some(dev) = fault.dma {
-                // The pages cannot be freed before the next invalidation, which takes the lock
-                // and unmaps them: map them now, under it, so that no mapping outlives its page.
-                dma.clear();
-                for pfn in pfns.iter() {
-                    dma.push_within_capacity(self.map_page(dev, *pfn)?)
-                        .map_err(|_| ENOMEM)?;
+            if let (Some(dev), Some(mappings)) = (fault.dma, &dma) {
+                if let Err(e) = self.map_pages(dev, &pfns, mappings) {
+                    // Unmapped under the lock, as below.
+                    drop(dma.take());
+                    return Err(e);
                 }
             }
             core::mem::swap(&mut pages.pfns, &mut pfns);
-            // The old mappings are unmapped with `dma` when it goes, after the lock.
             core::mem::swap(&mut pages.dma, &mut dma);
+            // The old mappings are unmapped before the lock goes: once it does, an invalidation
+            // may let their pages be freed, and an unmap after that (which copies a bounce
+            // buffer back, with swiotlb) would write into a freed page.
+            drop(dma.take());
             pages.valid = true;
             pages.atomic = fault.atomic.is_some();
             return Ok(());
         }
     }
 
-    /// Whether `pfn` is a page of our device memory the CPU maps read-only.
-    fn read_only_device_page(&self, pfn: &HmmPfn) -> bool {
-        pfn.device_private_owner() == Some(self.owner) && !pfn.is_writable()
+    /// Maps the system pages of `pfns` for DMA by `dev` into `dma`, which has room for them.
+    ///
+    /// Called with the notifier lock held, with `pfns` read by a pass that no invalidation of the
+    /// range overlapped: the pages cannot be freed before the next invalidation, which takes the
+    /// lock and unmaps them, so no mapping made here outlives its page.
+    fn map_pages(
+        &self,
+        dev: &Device<Bound>,
+        pfns: &[HmmPfn],
+        mappings: &Devres<DmaMappings>,
+    ) -> Result {
+        let mappings = mappings.access(dev)?;
+        // SAFETY: The caller holds the notifier lock for writing, and this is the only borrow.
+        let dma = unsafe { mappings.0.get_mut() };
+        dma.clear();
+        for pfn in pfns {
+            dma.push_within_capacity(self.map_page(dev, *pfn)?)
+                .map_err(|_| ENOMEM)?;
+        }
+        Ok(())
+    }
+
+    /// Tells which of `pfns`, just read for `range`, are device pages of ours, into `own`
+    /// (which has room for them). Returns whether one of those is read-only, or [`EBUSY`] if an
+    /// invalidation of the range came after its count was `invalidations`.
+    ///
+    /// Telling a device page needs its pagemap: under the notifier lock, with no invalidation of
+    /// the range since the read, the pages are still mapped, so the pagemap stays registered.
+    fn own_pages(
+        &self,
+        range: &Range<T>,
+        invalidations: u64,
+        pfns: &[HmmPfn],
+        own: &mut KVec<bool>,
+    ) -> Result<bool> {
+        let _guard = self.notifier_lock.read();
+        // SAFETY: The notifier lock is held for reading.
+        if unsafe { range.pages.get() }.invalidations != invalidations {
+            return Err(EBUSY);
+        }
+        own.clear();
+        let mut read_only = false;
+        for pfn in pfns {
+            // SAFETY: The page is mapped until the next invalidation of the range, which waits
+            // for the lock (above).
+            let ours = unsafe { pfn.device_private_owner() } == Some(self.owner);
+            read_only |= ours && !pfn.is_writable();
+            own.push_within_capacity(ours).map_err(|_| ENOMEM)?;
+        }
+        Ok(read_only)
     }
 
     /// Maps system page `pfn` for DMA by `dev`; device pages and holes are not mapped.
@@ -248,7 +307,9 @@ impl<T: Driver> GpuSvm<T> {
     /// Called with the notifier lock held, with `pfn` read by a pass that no invalidation of the
     /// range overlapped.
     fn map_page(&self, dev: &Device<Bound>, pfn: HmmPfn) -> Result<Option<PageMapping>> {
-        if pfn.device_private_owner().is_some() {
+        // SAFETY: The page stays mapped until the next invalidation, which waits for the lock
+        // (see above).
+        if unsafe { pfn.device_private_owner() }.is_some() {
             return Ok(None);
         }
         // SAFETY: No invalidation of the range ran since the page was read, and the notifier lock
@@ -256,14 +317,17 @@ impl<T: Driver> GpuSvm<T> {
         let Some(page) = (unsafe { pfn.page() }) else {
             return Ok(None);
         };
-        // SAFETY: The mapping is dropped by the invalidation that precedes the page's release
-        // (above); the DMA mask is not changed meanwhile (safety requirement of `Fault::dma`).
+        // SAFETY: The mapping goes into the range's `DmaMappings`, dropped by the invalidation
+        // that precedes the page's release (above), or when `dev` unbinds (`Devres`), whichever
+        // comes first; the DMA mask is not changed meanwhile (safety requirement of
+        // `Fault::dma`).
         let mapping =
             unsafe { PageMapping::new(dev, &page, 0, PAGE_SIZE, DataDirection::Bidirectional)? };
         Ok(Some(mapping))
     }
 
-    /// Makes the system pages of `pfns`, read from `start` on, exclusive to the device.
+    /// Makes the system pages of `pfns`, read from `start` on, exclusive to the device; `own`
+    /// tells which are our device pages already (see [`GpuSvm::own_pages`]).
     ///
     /// This invalidates nothing for us (see [`PendingSeq::skip_own_exclusive`]); a CPU touch
     /// afterwards does, so the pages need not stay locked until they are bound.
@@ -274,9 +338,10 @@ impl<T: Driver> GpuSvm<T> {
         mmap: &MmapReadGuard<'_>,
         start: usize,
         pfns: &mut [HmmPfn],
+        own: &[bool],
     ) -> Result {
-        for (i, pfn) in pfns.iter_mut().enumerate() {
-            if pfn.device_private_owner() == Some(self.owner) {
+        for (i, (pfn, &ours)) in pfns.iter_mut().zip(own).enumerate() {
+            if ours {
                 continue;
             }
             let page = make_device_exclusive(mmap, start + i * PAGE_SIZE, self.owner)?;
@@ -305,7 +370,7 @@ impl<T: Driver> GpuSvm<T> {
         }
         Some(ValidPages {
             pfns: &pages.pfns,
-            dma: &pages.dma,
+            dma: pages.dma.as_ref(),
             atomic: pages.atomic,
         })
     }

@@ -7,17 +7,18 @@ use super::{
         Notifier,
         NotifierUse, //
     },
-    Driver,
-    GpuSvm, //
+    Driver, //
 };
 use crate::{
+    devres::Devres,
     dma::{
         mapping::PageMapping,
         DmaAddress, //
     },
     mm::{
         hmm::HmmPfn,
-        mmu_notifier::IntervalNotifier, //
+        mmu_notifier::IntervalNotifier,
+        DeviceOwner, //
     },
     page::PAGE_SIZE,
     prelude::*,
@@ -32,7 +33,7 @@ use core::{
     ops, //
 };
 
-/// State protected by the notifier lock of the [`GpuSvm`] it belongs to.
+/// State protected by the notifier lock of the [`GpuSvm`](super::GpuSvm) it belongs to.
 ///
 /// # Invariants
 ///
@@ -71,14 +72,31 @@ impl<T> NotifierLocked<T> {
     }
 }
 
+/// The DMA mappings of the system pages of a [`Range`] for one device, one entry per page; made
+/// and read under the notifier lock.
+///
+/// Held in a [`Devres`]: the mappings go when the device unbinds, if they did not go before. An
+/// invalidation waits for that to complete before the pages can be freed.
+pub(super) struct DmaMappings(pub(super) NotifierLocked<KVec<Option<PageMapping>>>);
+
+impl DmaMappings {
+    /// No mappings yet, with room for `npages`.
+    pub(super) fn with_capacity(npages: usize) -> Result<Self> {
+        Ok(Self(NotifierLocked::new(KVec::with_capacity(
+            npages, GFP_KERNEL,
+        )?)))
+    }
+}
+
 /// The pages of a [`Range`], as last read from the CPU page tables.
 pub(super) struct Pages {
     pub(super) pfns: KVec<HmmPfn>,
     /// The DMA mappings of the system pages, if they were mapped for the device.
-    pub(super) dma: KVec<Option<PageMapping>>,
-    /// Whether the pages are current: read by [`GpuSvm::get_pages`] under a notifier sequence
-    /// still current when they were stored, and no invalidation of the range since (the
-    /// callback clears it). Invalidations of other ranges of the notifier leave it.
+    pub(super) dma: Option<Devres<DmaMappings>>,
+    /// Whether the pages are current: read by
+    /// [`GpuSvm::get_pages`](super::GpuSvm::get_pages) under a notifier sequence still current
+    /// when they were stored, and no invalidation of the range since (the callback clears it).
+    /// Invalidations of other ranges of the notifier leave it.
     pub(super) valid: bool,
     /// How many invalidations overlapped the range: a read of the pages is stored only if
     /// none came since it began, whatever other ranges of the notifier saw.
@@ -90,16 +108,17 @@ pub(super) struct Pages {
     pub(super) atomic: bool,
 }
 
-/// A range of a [`GpuSvm`]: an aligned chunk of virtual addresses mirrored as one unit.
+/// A range of a [`GpuSvm`](super::GpuSvm): an aligned chunk of virtual addresses mirrored as
+/// one unit.
 ///
 /// # Invariants
 ///
-/// `notifier` is the notifier of the `GpuSvm` `svm` whose block contains the range; `_use` is a
-/// use of it, so it stays inserted while that `GpuSvm` lives. It is only used through that
-/// `GpuSvm` (checked by address).
+/// `notifier` is the notifier of the `GpuSvm` whose id is `svm_id` and whose block contains the
+/// range; `_use` is a use of it, so it stays inserted while that `GpuSvm` lives. It is only used
+/// through that `GpuSvm` (checked by id).
 #[pin_data]
 pub struct Range<T: Driver> {
-    pub(super) svm: *const GpuSvm<T>,
+    pub(super) svm_id: u64,
     pub(super) span: ops::Range<usize>,
     pub(super) notifier: *const IntervalNotifier<Notifier<T>>,
     pub(super) _use: NotifierUse,
@@ -134,28 +153,41 @@ impl<T: Driver> Range<T> {
     }
 }
 
-/// Proof that the pages of a range are current, obtained with [`GpuSvm::pages_valid`]: no
-/// invalidation can run while it lives, as it borrows the notifier lock. Bind device page table
-/// entries only with it.
+/// Proof that the pages of a range are current, obtained with
+/// [`GpuSvm::pages_valid`](super::GpuSvm::pages_valid): no invalidation can run while it lives,
+/// as it borrows the notifier lock. Bind device page table entries only with it.
 pub struct ValidPages<'a> {
     pub(super) pfns: &'a [HmmPfn],
-    pub(super) dma: &'a [Option<PageMapping>],
+    pub(super) dma: Option<&'a Devres<DmaMappings>>,
     pub(super) atomic: bool,
 }
 
 impl ValidPages<'_> {
     /// The pages, one entry per page of the range: system pages, or device-private pages of the
-    /// GPU SVM's owner (see [`HmmPfn::device_private_owner`]).
+    /// GPU SVM's owner (see [`ValidPages::device_private_owner`]).
     #[inline]
     pub fn pfns(&self) -> &[HmmPfn] {
         self.pfns
     }
 
+    /// The owner of page `i` of the range if it is a device-private page; `None` for system
+    /// pages, holes and `i` out of the range.
+    #[inline]
+    pub fn device_private_owner(&self, i: usize) -> Option<DeviceOwner> {
+        // SAFETY: The pages are current and the proof holds the notifier lock: they stay mapped,
+        // hence allocated, until the next invalidation, which waits for the lock.
+        unsafe { self.pfns.get(i)?.device_private_owner() }
+    }
+
     /// The address the device uses for system page `i` of the range, if the pages were read with
-    /// [`Fault::dma`](super::Fault::dma).
+    /// [`Fault::dma`](super::Fault::dma) and the device is still bound.
     #[inline]
     pub fn dma_address(&self, i: usize) -> Option<DmaAddress> {
-        self.dma.get(i)?.as_ref().map(PageMapping::dma_address)
+        self.dma?.try_access_with(|mappings| {
+            // SAFETY: The proof holds the notifier lock for reading.
+            let mappings = unsafe { mappings.0.get() };
+            mappings.get(i)?.as_ref().map(PageMapping::dma_address)
+        })?
     }
 
     /// Whether the device may do atomics on every page, as read for a [`Fault::atomic`]: in its

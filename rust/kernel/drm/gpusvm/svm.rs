@@ -44,7 +44,10 @@ use crate::{
     },
     sync::{
         aref::ARef,
-        atomic::Atomic,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         new_mutex,
         new_rwsem,
         rwsem::ReadGuard,
@@ -58,15 +61,21 @@ use core::ops;
 /// The notifier lock of a [`GpuSvm`] held for reading: no invalidation runs meanwhile, so
 /// device page table entries can be bound (see [`GpuSvm::pages_valid`]).
 pub struct NotifierReadGuard<'a>(pub(super) ReadGuard<'a, ()>);
+
+/// The identity of the next [`GpuSvm`]: ranges name their `GpuSvm` by it, not by its address,
+/// which a new one may reuse once the old one is gone while its ranges live on.
+static NEXT_ID: Atomic<u64> = Atomic::new(0);
+
 /// GPU shared virtual memory for one GPU address space: mirrors `span` of a process address
 /// space, range by range, for a [`Driver`].
 ///
 /// # Invariants
 ///
 /// `notifiers` hold the notifiers, keyed by start address, which are removed in [`GpuSvm`]'s
-/// drop before any other field goes.
+/// drop before any other field goes. `id` is unique among the `GpuSvm`s ever made.
 #[pin_data(PinnedDrop)]
 pub struct GpuSvm<T: Driver> {
+    pub(super) id: u64,
     pub(super) mm: ARef<Mm>,
     pub(super) span: ops::Range<usize>,
     pub(super) notifier_size: usize,
@@ -82,12 +91,6 @@ pub struct GpuSvm<T: Driver> {
     #[pin]
     pub(super) driver: T,
 }
-
-// SAFETY: All fields are `Send`/`Sync` or protected by the locks.
-unsafe impl<T: Driver> Send for GpuSvm<T> {}
-
-// SAFETY: As above.
-unsafe impl<T: Driver> Sync for GpuSvm<T> {}
 
 impl<T: Driver> GpuSvm<T> {
     /// Mirrors `span` of `mm`, with notifiers over aligned blocks of `notifier_size` bytes (a
@@ -116,6 +119,8 @@ impl<T: Driver> GpuSvm<T> {
         }
         let mm: ARef<Mm> = ARef::from(&**mm);
         Ok(try_pin_init!(Self {
+            // INVARIANT: A 64-bit counter does not wrap.
+            id: NEXT_ID.fetch_add(1, Relaxed),
             mm,
             span,
             notifier_size,
@@ -143,6 +148,9 @@ impl<T: Driver> GpuSvm<T> {
 
     /// Takes the notifier lock for reading, to check pages with [`GpuSvm::pages_valid`] and bind
     /// them.
+    ///
+    /// Hold it only for that: the other methods of the GPU SVM take the lock themselves, and
+    /// taking a read lock again while a writer (an invalidation) waits deadlocks.
     #[inline]
     pub fn notifier_read(&self) -> NotifierReadGuard<'_> {
         NotifierReadGuard(self.notifier_lock.read())
@@ -153,11 +161,11 @@ impl<T: Driver> GpuSvm<T> {
         &'a self,
         range: &Range<T>,
     ) -> Result<&'a IntervalNotifier<Notifier<T>>> {
-        if !core::ptr::eq(range.svm, self) {
+        if range.svm_id != self.id {
             return Err(EINVAL);
         }
-        // SAFETY: The range is ours, and its notifier stays inserted while `self` lives (type
-        // invariants of `Range`).
+        // SAFETY: The range is ours (`id` is unique), and its notifier stays inserted while
+        // `self` lives (type invariants of `Range`).
         Ok(unsafe { &*range.notifier })
     }
 
@@ -172,6 +180,9 @@ impl<T: Driver> GpuSvm<T> {
         let mut notifiers = self.notifiers.lock();
         if let Some(n) = notifiers.get(&start) {
             return Ok((&**n, NotifierUse::new(&n.users)));
+        }
+        if notifiers.is_empty() {
+            self.teach_lockdep();
         }
         let svm: *const Self = self;
         let users = Arc::new(Atomic::new(0), GFP_KERNEL)?;
@@ -192,6 +203,20 @@ impl<T: Driver> GpuSvm<T> {
         let ptr: *const IntervalNotifier<Notifier<T>> = &*notifier;
         notifiers.try_create_and_insert(start, notifier, GFP_KERNEL)?;
         Ok((ptr, used))
+    }
+
+    /// Tells lockdep that reclaim takes the notifier lock (through the notifier callback), before
+    /// any notifier is inserted: an allocation that may reclaim under the lock is then reported
+    /// at once, not only when reclaim happens to invalidate.
+    fn teach_lockdep(&self) {
+        #[cfg(CONFIG_LOCKDEP)]
+        {
+            // SAFETY: Entering and leaving a reclaim section for lockdep has no requirements.
+            unsafe { crate::bindings::fs_reclaim_acquire(crate::bindings::GFP_KERNEL) };
+            drop(self.notifier_lock.write());
+            // SAFETY: As above; the section entered above ends here.
+            unsafe { crate::bindings::fs_reclaim_release(crate::bindings::GFP_KERNEL) };
+        }
     }
 
     /// The range containing `addr`, if there is one.
@@ -248,8 +273,11 @@ impl<T: Driver> GpuSvm<T> {
         let (notifier_ptr, used) = self.notifier_for(&mm, addr)?;
         // SAFETY: The notifier stays inserted while `used` lives.
         let notifier = unsafe { &*notifier_ptr };
+        // Held until the range is in the tree: an munmap of the VMA found here cannot come
+        // before the insertion (its invalidation would not see the range, which would then
+        // outlive the VMA unmarked and never be collected), only after it.
+        let mmap = mm.mmap_read_lock();
         let vma_span = {
-            let mmap = mm.mmap_read_lock();
             let vma = mmap.vma_lookup(addr).ok_or(ENOENT)?;
             if vma.flags() & (virt::flags::IO | virt::flags::PFNMAP) != 0 {
                 return Err(EIO);
@@ -269,7 +297,8 @@ impl<T: Driver> GpuSvm<T> {
         loop {
             // Choose the chunk under the read lock, allocate without the lock (an allocation
             // under it could reclaim, and invalidate, which takes it), then insert under the
-            // write lock if no other range took the place meanwhile.
+            // write lock if no other range took the place meanwhile. The mmap lock may be held
+            // around allocations, as in any page fault.
             let span = {
                 let _guard = self.notifier_lock.read();
                 // SAFETY: The notifier lock is held for reading.
@@ -282,7 +311,6 @@ impl<T: Driver> GpuSvm<T> {
                     .ok_or(ENOENT)?
             };
             if present.is_none() && self.chunks.needs_present(span.end - span.start) {
-                let mmap = mm.mmap_read_lock();
                 present = Some(self.present_around(notifier, &mmap, addr, &vma_span)?);
                 continue;
             }
@@ -290,7 +318,7 @@ impl<T: Driver> GpuSvm<T> {
             let range_use = used.clone();
             let range = Arc::pin_init(
                 pin_init!(Range {
-                    svm: self,
+                    svm_id: self.id,
                     span: span.clone(),
                     // INVARIANT: The notifier whose block contains `addr`, hence `span`, and a
                     // use of it.
@@ -299,7 +327,7 @@ impl<T: Driver> GpuSvm<T> {
                     // No pages until `get_pages` reads them.
                     pages: NotifierLocked::new(Pages {
                         pfns: KVec::new(),
-                        dma: KVec::new(),
+                        dma: None,
                         valid: false,
                         invalidations: 0,
                         unmapped: false,
@@ -379,8 +407,23 @@ impl<T: Driver> GpuSvm<T> {
 impl<T: Driver> PinnedDrop for GpuSvm<T> {
     fn drop(self: Pin<&mut Self>) {
         // Remove the notifiers first: removal waits for running callbacks, which use `self`.
-        // Their ranges go with them; the mm reference goes last, with the fields.
+        // Their ranges go with them (or live on in the driver's hands, unusable); the mm
+        // reference goes last, with the fields.
         let mut notifiers = self.notifiers.lock();
+        {
+            // Once a notifier is removed, nothing keeps its pages from being freed: unmap them
+            // while invalidations still wait for the lock.
+            let _guard = self.notifier_lock.write();
+            for (_, n) in notifiers.iter() {
+                // SAFETY: The notifier lock is held for writing; the tree is only read.
+                for (_, r) in unsafe { n.ranges.get() }.iter() {
+                    // SAFETY: As above; these pages are not borrowed elsewhere.
+                    let pages = unsafe { r.pages.get_mut() };
+                    pages.dma = None;
+                    pages.valid = false;
+                }
+            }
+        }
         while let Some(c) = notifiers.cursor_front_mut() {
             drop(c.remove_current());
         }
