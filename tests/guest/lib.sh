@@ -3,6 +3,16 @@
 #   SVM-RESULT <test> <pass|fail|skip> [detail]   one per test, for results.json
 #   SVM-SUITE <name> pass=N fail=N skip=N [note]  one per suite, for the totals
 
+# The vsvm module, loaded at boot by the init (vsvm_load).
+VSVM_KO=/lib/modules/vsvm.ko
+
+# Loads the vsvm module with the vsvm.* parameters of the kernel command
+# line, as modprobe would.
+vsvm_load() {
+	# shellcheck disable=SC2046 # one argument per parameter
+	insmod "$VSVM_KO" $(tr ' ' '\n' </proc/cmdline | sed -n 's/^vsvm\.//p')
+}
+
 # result TEST RESULT [DETAIL]
 result() {
 	echo "SVM-RESULT $*"
@@ -27,4 +37,26 @@ vram_released() {
 			echo "not ok - $dev: VRAM left in use: $used bytes, $allocs allocations, $releases released"
 		fi
 	done
+}
+
+# Reports the TAP lines ("ok - " / "not ok - ") of file $2 as suite $1: a
+# result line per test and the suite line. A non-zero exit status $3 of the
+# program with no failed test counts as a failure.
+tap_report() {
+	n=0
+	grep -E '^(not )?ok - ' "$2" | while read -r line; do
+		n=$((n + 1))
+		case "$line" in
+		ok*) result "$1@$n" pass "${line#ok - }" ;;
+		*) result "$1@$n" fail "${line#not ok - }" ;;
+		esac
+	done
+	pass=$(grep -c '^ok - ' "$2")
+	fail=$(grep -c '^not ok - ' "$2")
+	note=""
+	if [ "${3:-0}" -ne 0 ] && [ "$fail" -eq 0 ]; then
+		note="exit $3"
+		fail=1
+	fi
+	echo "SVM-SUITE $1 pass=$pass fail=$fail skip=0 $note"
 }

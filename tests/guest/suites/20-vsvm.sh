@@ -14,22 +14,7 @@ tap_suite() {
 	rc=$?
 	vram_released >>"$out"
 	cat "$out"
-	n=0
-	grep -E '^(not )?ok - ' "$out" | while read -r line; do
-		n=$((n + 1))
-		case "$line" in
-		ok*) result "$1@$n" pass "${line#ok - }" ;;
-		*) result "$1@$n" fail "${line#not ok - }" ;;
-		esac
-	done
-	pass=$(grep -c '^ok - ' "$out")
-	fail=$(grep -c '^not ok - ' "$out")
-	note=""
-	if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
-		note="exit $rc"
-		fail=1
-	fi
-	echo "SVM-SUITE $1 pass=$pass fail=$fail skip=0 $note"
+	tap_report "$1" "$out" "$rc"
 }
 
 tap_suite vsvm-demo vsvm-demo

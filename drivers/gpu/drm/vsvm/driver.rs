@@ -23,6 +23,7 @@ use kernel::{
         SZ_64K, //
     },
     sync::Arc,
+    workqueue::OwnedQueue,
     Module, //
 };
 
@@ -40,13 +41,38 @@ pub(crate) struct VsvmDriver;
 /// The DRM device of the driver.
 pub(crate) type VsvmDevice<Ctx = drm::Registered> = drm::Device<VsvmDriver, Ctx>;
 
+/// The work queues of the driver. The module destroys them when it goes, after every device,
+/// file and VM: no work item runs once its text is gone.
+pub(crate) struct Queues {
+    /// The engine's asynchronous jobs.
+    pub(crate) jobs: OwnedQueue,
+    /// The fault handler, on the CPU that raised the fault (see `Vm::raise_fault`).
+    pub(crate) faults: OwnedQueue,
+    /// VRAM blocks going back to the allocator, from any process's VRAM pages.
+    pub(crate) frees: OwnedQueue,
+}
+
+impl Queues {
+    fn new() -> Result<Arc<Self>> {
+        let queues = Self {
+            jobs: OwnedQueue::new_unbound(c"vsvm_jobs")?,
+            faults: OwnedQueue::new_percpu(c"vsvm_faults")?,
+            frees: OwnedQueue::new_unbound(c"vsvm_frees")?,
+        };
+        Ok(Arc::new(queues, GFP_KERNEL)?)
+    }
+}
+
 /// The data of a device.
 #[pin_data]
 pub(crate) struct VsvmData {
+    /// The device's memory; dropped with the device, after every file and VM. Dropped before the
+    /// owner, whose address names the owner of its pages.
+    pub(crate) vram: Arc<DeviceMemory<Mirror>>,
     /// Its address names the owner of the device's memory.
     _owner: KBox<u8>,
-    /// The device's memory; dropped with the device, after every file and VM.
-    pub(crate) vram: Arc<DeviceMemory<Mirror>>,
+    /// The driver's work queues.
+    pub(crate) queues: Arc<Queues>,
     /// The range sizes of the device's VMs.
     pub(crate) chunks: ChunkSizes,
     /// `vsvm/<device>/vram` in debugfs: the device's memory counters.
@@ -83,7 +109,11 @@ fn chunk_sizes() -> Result<ChunkSizes> {
 }
 
 impl VsvmData {
-    fn new(debugfs: &debugfs::Dir, name: &CStr) -> Result<impl PinInit<Self, Error>> {
+    fn new(
+        debugfs: &debugfs::Dir,
+        name: &CStr,
+        queues: &Arc<Queues>,
+    ) -> Result<impl PinInit<Self, Error>> {
         let owner = KBox::new(0u8, GFP_KERNEL)?;
         // CAST: The parameter is in MiB; the product is checked.
         let size = usize::try_from(*module_parameters::vram_mb.value())?
@@ -95,15 +125,17 @@ impl VsvmData {
                 size,
                 DeviceOwner::from_ref(&*owner),
                 c"vsvm-vram",
-                Vram::new(size)?,
+                Vram::new(size, queues.clone())?,
             )?,
             GFP_KERNEL,
         )?;
         let dir = debugfs.subdir(name);
         let shown = vram.clone();
+        let queues = queues.clone();
         Ok(try_pin_init!(Self {
-            _owner: owner,
             vram,
+            _owner: owner,
+            queues,
             chunks: chunk_sizes()?,
             _vram_file <- dir.read_callback_file(c"vram", shown, &show_vram),
             _debugfs: dir,
@@ -126,6 +158,7 @@ impl drm::Driver for VsvmDriver {
     type Object<Ctx: drm::DeviceContext> = gem::Object<VsvmObject, Ctx>;
 
     const INFO: drm::DriverInfo = INFO;
+    const MODULE: &'static ThisModule = &crate::THIS_MODULE;
     const FEAT_RENDER: bool = true;
 
     kernel::declare_drm_ioctls! {
@@ -146,9 +179,33 @@ const DEVICE_NAMES: [&CStr; 4] = [c"vsvm0", c"vsvm1", c"vsvm2", c"vsvm3"];
 
 /// The module: `devices` simulated GPUs, each on a faux device. A DRM device is unregistered when
 /// its faux device goes, with the module.
+///
+/// An open file keeps the module loaded, and a VM lives only in its file and in the work items
+/// of its jobs: once the devices are gone and the engine's work is drained, no VM, device memory
+/// or work item of the module is left.
 pub(crate) struct VsvmModule {
-    _devices: KVec<faux::Registration>,
+    devices: KVec<faux::Registration>,
     _debugfs: debugfs::Dir,
+    queues: Option<Arc<Queues>>,
+}
+
+impl Drop for VsvmModule {
+    fn drop(&mut self) {
+        // The devices first: their data goes with them, and their memory, unless a VM of a job
+        // still running holds it.
+        self.devices.clear();
+        let Some(queues) = self.queues.take() else {
+            return;
+        };
+        // The VMs left are held by the engine's work: they go with it, and with the last one the
+        // device memory, whose VRAM frees run when the queues are destroyed. Jobs raise faults:
+        // they are drained first.
+        queues.jobs.drain();
+        queues.faults.drain();
+        if Arc::into_unique_or_drop(queues).is_none() {
+            pr_err!("vsvm: work queues still in use after the last VM\n");
+        }
+    }
 }
 
 impl Module for VsvmModule {
@@ -158,17 +215,19 @@ impl Module for VsvmModule {
             return Err(EINVAL);
         }
         let debugfs = debugfs::Dir::new(c"vsvm");
+        let queues = Queues::new()?;
         let mut devices = KVec::with_capacity(count, GFP_KERNEL)?;
         for name in &DEVICE_NAMES[..count] {
             let faux = faux::Registration::new(name, None)?;
-            let data = VsvmData::new(&debugfs, name)?;
+            let data = VsvmData::new(&debugfs, name, &queues)?;
             let drm = drm::UnregisteredDevice::<VsvmDriver>::new(faux.as_ref(), data)?;
             drm::Registration::new_foreign_owned(drm, faux.bound(), 0)?;
             devices.push(faux, GFP_KERNEL)?;
         }
         Ok(Self {
-            _devices: devices,
+            devices,
             _debugfs: debugfs,
+            queues: Some(queues),
         })
     }
 }

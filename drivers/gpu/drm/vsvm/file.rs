@@ -153,7 +153,8 @@ impl File {
             vms.next_id = id.checked_add(1).ok_or(ENOSPC)?;
             id
         };
-        let vm = Arc::new(Vm::new(id, mm, span, dev.vram.clone(), chunks)?, GFP_KERNEL)?;
+        let vm = Vm::new(id, mm, span, dev.vram.clone(), chunks, dev.queues.clone())?;
+        let vm = Arc::new(vm, GFP_KERNEL)?;
         let mut vms = this.vms.lock();
         if vms.vms.len() >= MAX_VMS {
             return Err(ENOSPC);

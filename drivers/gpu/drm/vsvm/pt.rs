@@ -8,6 +8,7 @@
 
 use core::ops::Range;
 use kernel::{
+    drm::gpusvm::ValidPages,
     mm::hmm::HmmPfn,
     page::PAGE_SIZE,
     prelude::*,
@@ -18,10 +19,12 @@ use kernel::{
     },
 };
 
-/// A page table entry: the page, and what the device may do with it.
+/// A page table entry: the page, where it is, and what the device may do with it.
 #[derive(Clone, Copy)]
 pub(crate) struct Pte {
     pub(crate) pfn: HmmPfn,
+    /// Whether the page is in VRAM (a device-private page).
+    pub(crate) vram: bool,
     pub(crate) writable: bool,
     pub(crate) atomic: bool,
 }
@@ -41,16 +44,17 @@ impl Mapping {
         })
     }
 
-    /// Sets the entries from `pfns`, one per page; fails if there are more than were reserved.
-    /// Returns how many pages it maps (holes in `pfns` are not mapped).
-    pub(crate) fn fill(&mut self, pfns: &[HmmPfn], atomic: bool) -> Result<usize> {
+    /// Sets the entries from the pages of `valid`, one per page; fails if there are more than
+    /// were reserved. Returns how many pages it maps (holes are not mapped).
+    pub(crate) fn fill(&mut self, valid: &ValidPages<'_>) -> Result<usize> {
         self.ptes.clear();
         let mut mapped = 0;
-        for pfn in pfns {
+        for (i, pfn) in valid.pfns().iter().enumerate() {
             let pte = pfn.is_valid().then_some(Pte {
                 pfn: *pfn,
+                vram: valid.device_private_owner(i).is_some(),
                 writable: pfn.is_writable(),
-                atomic,
+                atomic: valid.atomic(),
             });
             mapped += usize::from(pte.is_some());
             self.ptes.push_within_capacity(pte).map_err(|_| ENOMEM)?;

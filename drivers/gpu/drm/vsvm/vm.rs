@@ -43,11 +43,11 @@ use kernel::{
         delay::fsleep,
         Delta, //
     },
-    uapi,
-    workqueue, //
+    uapi, //
 };
 
 use crate::{
+    driver::Queues,
     job::{
         Job,
         Op,
@@ -215,6 +215,8 @@ pub(crate) struct Vm {
     span: Span<usize>,
     vram: Arc<DeviceMemory<Mirror>>,
     chunks: ChunkSizes,
+    /// The queues the engine's jobs and fault handling run on.
+    queues: Arc<Queues>,
     /// Attribute spans; the last one containing an address applies there.
     attrs: Pin<KBox<Mutex<AttrSpans>>>,
     /// Asynchronous jobs not waited for yet, and the id the next one gets.
@@ -228,13 +230,15 @@ pub(crate) struct Vm {
 }
 
 impl Vm {
-    /// A VM with id `id` mirroring `span` of `mm`, with the device memory `vram`.
+    /// A VM with id `id` mirroring `span` of `mm`, with the device memory `vram`, running its
+    /// work on `queues`.
     pub(crate) fn new(
         id: u32,
         mm: &MmWithUser,
         span: Span<usize>,
         vram: Arc<DeviceMemory<Mirror>>,
         chunks: ChunkSizes,
+        queues: Arc<Queues>,
     ) -> Result<Self> {
         let owner = vram.owner();
         let mirror = pin_init!(Mirror {
@@ -258,6 +262,7 @@ impl Vm {
             span,
             vram,
             chunks,
+            queues,
             attrs,
             jobs,
             closing: Atomic::new(0),
@@ -324,7 +329,7 @@ impl Vm {
         let Some(valid) = svm.pages_valid(range, &guard) else {
             return Ok(None);
         };
-        let pages = mapping.fill(valid.pfns(), valid.atomic())?;
+        let pages = mapping.fill(&valid)?;
         // The only device pages HMM reports are ours (the owner's): no need to ask each page.
         let vram = self.vram.pfns();
         let in_vram = valid
@@ -377,7 +382,7 @@ impl Vm {
             GFP_KERNEL,
         )?;
         let (vm, raised) = (self.clone(), fault.clone());
-        workqueue::system_percpu().try_spawn(GFP_KERNEL, move || {
+        self.queues.faults.try_spawn(GFP_KERNEL, move || {
             let result = vm.resolve(addr, access);
             *raised.result.lock() = Some(result);
             raised.resolved.notify_all();
@@ -409,7 +414,7 @@ impl Vm {
                 let pt = mirror.pt.read();
                 if let Some(pte) = pt.lookup(page_addr).filter(|p| access.allowed(p)) {
                     let off = addr - page_addr;
-                    if pte.pfn.device_private_owner().is_some() {
+                    if pte.vram {
                         // In VRAM: the engine works on its backing page.
                         let pfn = pte.pfn.pfn().ok_or(EFAULT)?;
                         return f(Vram::backing(&self.vram, pfn)?, off);
@@ -467,7 +472,7 @@ impl Vm {
             job
         };
         let (vm, queued) = (self.clone(), job.clone());
-        let spawned = workqueue::system_dfl().try_spawn(GFP_KERNEL, move || {
+        let spawned = self.queues.jobs.try_spawn(GFP_KERNEL, move || {
             queued.run(|ops| vm.run_all(ops));
         });
         if spawned.is_err() {
@@ -613,7 +618,7 @@ impl Vm {
                     if pte.writable {
                         flags |= uapi::DRM_VSVM_PTE_WRITABLE;
                     }
-                    if pte.pfn.device_private_owner().is_some() {
+                    if pte.vram {
                         flags |= uapi::DRM_VSVM_PTE_VRAM;
                     }
                     if pte.atomic {

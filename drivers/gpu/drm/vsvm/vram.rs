@@ -5,6 +5,7 @@
 //! allocation does not fit, the least recently used allocations are evicted to system memory
 //! first; the GPU fault handler marks the allocations it maps as used.
 
+use core::ops::Range;
 use kernel::{
     drm::gpusvm::{
         DeviceMemory,
@@ -17,7 +18,7 @@ use kernel::{
         GpuBuddyAllocMode,
         GpuBuddyParams, //
     },
-    impl_has_work, new_mutex, new_work,
+    impl_has_work, new_condvar, new_mutex, new_work,
     page::{
         BorrowedPage,
         Page,
@@ -32,22 +33,24 @@ use kernel::{
             Relaxed, //
         },
         Arc,
+        CondVar,
+        CondVarTimeoutResult,
         Mutex, //
     },
     time::{
-        delay::fsleep,
-        Delta,
-        Instant,
-        Monotonic, //
+        msecs_to_jiffies,
+        Delta, //
     },
     workqueue::{
-        self,
         Work,
         WorkItem, //
     },
 };
 
-use crate::vm::Mirror;
+use crate::{
+    driver::Queues,
+    vm::Mirror, //
+};
 
 /// How many times an allocation evicts older ones before it gives up.
 const EVICT_ATTEMPTS: u32 = 4;
@@ -55,10 +58,17 @@ const EVICT_ATTEMPTS: u32 = 4;
 /// How long an allocation waits for evicted blocks to come back to the allocator.
 const FREE_WAIT: Delta = Delta::from_millis(500);
 
-/// An allocation, in allocation order, for eviction: its id and its pages, sorted.
+/// An allocation, in allocation order, for eviction: its id and its pages, as the pfn ranges of
+/// its blocks (a few).
 struct Allocated {
     id: u64,
-    pfns: KVec<usize>,
+    blocks: KVec<Range<usize>>,
+}
+
+impl Allocated {
+    fn pages(&self) -> usize {
+        self.blocks.iter().map(|b| b.end - b.start).sum()
+    }
 }
 
 /// What the allocations and the work items that free them share.
@@ -67,6 +77,9 @@ struct Shared {
     /// The allocations not freed yet, least recently used first.
     #[pin]
     allocated: Mutex<KVec<Allocated>>,
+    /// Signalled, under `allocated`, when the last pending free ran.
+    #[pin]
+    freed: CondVar,
     /// Frees queued and not run yet.
     pending: Atomic<u64>,
     next_id: Atomic<u64>,
@@ -99,16 +112,18 @@ pub(crate) struct Vram {
     buddy: GpuBuddy,
     backing: KVVec<Page>,
     shared: Arc<Shared>,
+    queues: Arc<Queues>,
     pub(crate) inject: Inject,
 }
 
 impl Vram {
-    /// `size` bytes of VRAM, all free.
-    pub(crate) fn new(size: usize) -> Result<Self> {
+    /// `size` bytes of VRAM, all free, zeroed: no stale kernel data can reach a process through
+    /// it. Freed blocks go back to the allocator from `queues`.
+    pub(crate) fn new(size: usize, queues: Arc<Queues>) -> Result<Self> {
         let npages = size / PAGE_SIZE;
         let mut backing = KVVec::with_capacity(npages, GFP_KERNEL)?;
         for _ in 0..npages {
-            backing.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
+            backing.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?, GFP_KERNEL)?;
         }
         let buddy = GpuBuddy::new(GpuBuddyParams {
             base_offset: 0,
@@ -119,6 +134,7 @@ impl Vram {
         let shared = Arc::pin_init(
             pin_init!(Shared {
                 allocated <- new_mutex!(KVec::new(), "vsvm_vram_allocated"),
+                freed <- new_condvar!("vsvm_vram_freed"),
                 pending: Atomic::new(0),
                 next_id: Atomic::new(1),
             }),
@@ -128,6 +144,7 @@ impl Vram {
             buddy,
             backing,
             shared,
+            queues,
             inject: Inject {
                 fail_allocs: Atomic::new(0),
                 fail_copies: Atomic::new(0),
@@ -142,7 +159,7 @@ impl Vram {
         let mut allocated = mem.device().shared.allocated.lock();
         let Some(i) = allocated
             .iter()
-            .position(|a| a.pfns.binary_search(&pfn).is_ok())
+            .position(|a| a.blocks.iter().any(|b| b.contains(&pfn)))
         else {
             return;
         };
@@ -155,29 +172,62 @@ impl Vram {
     }
 
     /// Evicts the least recently used allocations, at least `npages` pages of them, and waits
-    /// until their blocks are back in the allocator.
+    /// until their blocks are back in the allocator. An allocation whose pages could not all
+    /// move (busy) becomes the most recently used: the next attempt evicts others.
     fn evict_oldest(mem: &DeviceMemory<Mirror>, npages: usize) {
         let shared = &mem.device().shared;
-        let mut victims = KVec::new();
+        // The victims' blocks, taken out of their entries: an entry without blocks is being
+        // evicted, and its free removes it from the list.
+        let mut victims: KVec<(u64, KVec<Range<usize>>)> = KVec::new();
         {
             let mut allocated = shared.allocated.lock();
             let mut pages = 0;
-            while pages < npages && !allocated.is_empty() {
-                let oldest = allocated.remove(0);
-                let Ok(oldest) = oldest else { break };
-                pages += oldest.pfns.len();
-                if victims.push(oldest, GFP_KERNEL).is_err() {
+            for a in allocated.iter_mut() {
+                if pages >= npages {
                     break;
+                }
+                if a.blocks.is_empty() {
+                    continue;
+                }
+                if victims.push((a.id, KVec::new()), GFP_KERNEL).is_err() {
+                    break;
+                }
+                pages += a.pages();
+                if let Some(victim) = victims.last_mut() {
+                    core::mem::swap(&mut victim.1, &mut a.blocks);
                 }
             }
         }
-        for victim in victims.iter() {
-            // Pages that are busy stay; the next attempt evicts more.
-            let _ = mem.evict(&victim.pfns);
+        for (_, blocks) in victims.iter() {
+            let pages = blocks.iter().map(|b| b.end - b.start).sum();
+            let Ok(mut pfns) = KVec::with_capacity(pages, GFP_KERNEL) else {
+                continue;
+            };
+            for pfn in blocks.iter().flat_map(|b| b.clone()) {
+                let _ = pfns.push_within_capacity(pfn);
+            }
+            // Pages that are busy stay.
+            let _ = mem.evict(&pfns);
         }
-        let waited = Instant::<Monotonic>::now();
-        while shared.pending.load(Relaxed) > 0 && waited.elapsed() < FREE_WAIT {
-            fsleep(Delta::from_millis(1));
+        let mut allocated = shared.allocated.lock();
+        // CAST: The wait is a fraction of a second.
+        let mut left = msecs_to_jiffies(FREE_WAIT.as_millis() as u32);
+        while shared.pending.load(Relaxed) > 0 {
+            match shared.freed.wait_interruptible_timeout(&mut allocated, left) {
+                CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
+                _ => break,
+            }
+        }
+        for (id, blocks) in victims {
+            let Some(i) = allocated.iter().position(|a| a.id == id) else {
+                // Freed.
+                continue;
+            };
+            if let Ok(mut busy) = allocated.remove(i) {
+                busy.blocks = blocks;
+                // The room it left is reused: no allocation.
+                let _ = allocated.push_within_capacity(busy);
+            }
         }
     }
 
@@ -216,23 +266,25 @@ impl Vram {
             }
         };
         let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
+        let mut ranges = KVec::new();
         for block in blocks.iter() {
             // CAST: Offsets and sizes are below the VRAM size, which fits in `usize`.
             let first = mem.pfns().start + block.offset() as usize / PAGE_SIZE;
-            for pfn in first..first + block.size() as usize / PAGE_SIZE {
+            let range = first..first + block.size() as usize / PAGE_SIZE;
+            for pfn in range.clone() {
                 pfns.push(pfn, GFP_KERNEL)?;
             }
+            ranges.push(range, GFP_KERNEL)?;
         }
         let shared = mem.device().shared.clone();
         let id = shared.next_id.fetch_add(1, Relaxed);
-        let mut copy = KVec::with_capacity(pfns.len(), GFP_KERNEL)?;
-        copy.extend_from_slice(&pfns, GFP_KERNEL)?;
-        // Sorted, so that `touch` finds a page fast.
-        copy.sort_unstable();
-        shared
-            .allocated
-            .lock()
-            .push(Allocated { id, pfns: copy }, GFP_KERNEL)?;
+        shared.allocated.lock().push(
+            Allocated {
+                id,
+                blocks: ranges,
+            },
+            GFP_KERNEL,
+        )?;
         let free = KBox::pin_init(
             pin_init!(FreeBlocks {
                 work <- new_work!("vsvm_free_vram"),
@@ -245,7 +297,11 @@ impl Vram {
         // SAFETY: The buddy allocator gave these pages of `mem` to this allocation alone; they go
         // back to it only after the `VramBlocks` returned with them is dropped.
         let pfns = unsafe { FreePages::new(pfns) };
-        Ok((VramBlocks(Some(free)), pfns))
+        let blocks = VramBlocks {
+            free: Some(free),
+            queues: mem.device().queues.clone(),
+        };
+        Ok((blocks, pfns))
     }
 
     /// Allocates `size` bytes of `mem` from the buddy allocator, in blocks of 2M or more if
@@ -310,14 +366,18 @@ impl Vram {
 }
 
 /// An allocation of VRAM. Its last page may be freed in atomic context, and the buddy allocator
-/// sleeps: the blocks go back from a work item, allocated with them.
-pub(crate) struct VramBlocks(Option<Pin<KBox<FreeBlocks>>>);
+/// sleeps: the blocks go back from a work item, allocated with them, on the driver's queue of
+/// frees (which the work item itself does not hold: it may outlive the module's reference).
+pub(crate) struct VramBlocks {
+    free: Option<Pin<KBox<FreeBlocks>>>,
+    queues: Arc<Queues>,
+}
 
 impl Drop for VramBlocks {
     fn drop(&mut self) {
-        if let Some(free) = self.0.take() {
+        if let Some(free) = self.free.take() {
             free.shared.pending.fetch_add(1, Relaxed);
-            workqueue::system_dfl().enqueue(free);
+            self.queues.frees.enqueue(free);
         }
     }
 }
@@ -344,6 +404,10 @@ impl WorkItem for FreeBlocks {
         shared.allocated.lock().retain(|a| a.id != this.id);
         // The blocks go back to the allocator here.
         drop(this);
-        shared.pending.fetch_sub(1, Relaxed);
+        if shared.pending.fetch_sub(1, Relaxed) == 1 {
+            // Under the lock, which a waiter holds from its check of `pending` until it sleeps.
+            let _guard = shared.allocated.lock();
+            shared.freed.notify_all();
+        }
     }
 }
