@@ -213,7 +213,10 @@ impl Vram {
         // CAST: The wait is a fraction of a second.
         let mut left = msecs_to_jiffies(FREE_WAIT.as_millis() as u32);
         while shared.pending.load(Relaxed) > 0 {
-            match shared.freed.wait_interruptible_timeout(&mut allocated, left) {
+            match shared
+                .freed
+                .wait_interruptible_timeout(&mut allocated, left)
+            {
                 CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
                 _ => break,
             }
@@ -278,13 +281,10 @@ impl Vram {
         }
         let shared = mem.device().shared.clone();
         let id = shared.next_id.fetch_add(1, Relaxed);
-        shared.allocated.lock().push(
-            Allocated {
-                id,
-                blocks: ranges,
-            },
-            GFP_KERNEL,
-        )?;
+        shared
+            .allocated
+            .lock()
+            .push(Allocated { id, blocks: ranges }, GFP_KERNEL)?;
         let free = KBox::pin_init(
             pin_init!(FreeBlocks {
                 work <- new_work!("vsvm_free_vram"),
