@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: GPL-2.0
+//! expect: E0515
+//!
+//! The `ValidPages` proof borrows the notifier lock guard: it cannot outlive it, so no page table
+//! entry can be bound from it once an invalidation may run.
+
+use kernel::{
+    drm::gpusvm::{
+        Driver,
+        GpuSvm,
+        Range,
+        ValidPages, //
+    },
+    prelude::*, //
+};
+
+module! {
+    type: CompileFail,
+    name: "compile_fail",
+    authors: ["The vsvm authors"],
+    description: "Must not compile",
+    license: "GPL",
+}
+
+/// Returns the proof after dropping the guard it borrows.
+pub fn keep<'a, T: Driver>(svm: &'a GpuSvm<T>, range: &'a Range<T>) -> Option<ValidPages<'a>> {
+    let guard = svm.notifier_read();
+    svm.pages_valid(range, &guard)
+}
+
+struct CompileFail;
+
+impl kernel::Module for CompileFail {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        Ok(CompileFail)
+    }
+}
