@@ -18,7 +18,8 @@ use crate::{
         migrate::{
             Destination,
             Migration,
-            Select, //
+            Select,
+            PMD_ORDER, //
         },
         DeviceOwner,
     },
@@ -206,8 +207,11 @@ impl<T: DevicePrivate> Pagemap<T> {
     /// Makes the free device pages from `pfn` a new folio of `1 << order` pages carrying `data`,
     /// to be the destination of a migration ([`Migration::set_dst`]).
     ///
-    /// Fails with [`EINVAL`] if the pages are not in this pagemap or `pfn` is not aligned to the
-    /// folio size.
+    /// A folio is a single page or PMD-sized ([`PMD_ORDER`]): a migration takes a folio of
+    /// another order for one of PMD size, and would move it by the wrong number of pages.
+    ///
+    /// Fails with [`EINVAL`] for another order, if the pages are not in this pagemap or `pfn` is
+    /// not aligned to the folio size.
     ///
     /// # Safety
     ///
@@ -222,6 +226,9 @@ impl<T: DevicePrivate> Pagemap<T> {
         order: u32,
         data: T::PageData,
     ) -> Result<NewDeviceFolio<'_, T>> {
+        if order != 0 && order != PMD_ORDER {
+            return Err(EINVAL);
+        }
         let own = self.pfns();
         let end = 1usize
             .checked_shl(order)
@@ -833,7 +840,13 @@ mod tests {
         // A page outside the pagemap is refused.
         // Pages outside the pagemap and misaligned folios are refused.
         let start = pm.pfns().start;
-        for (pfn, order) in [(pm.pfns().end, 0), (start + 1, 1), (start, 10), (start, 64)] {
+        for (pfn, order) in [
+            (pm.pfns().end, 0),
+            (start + 1, 1),
+            (start, 3),
+            (start, 10),
+            (start, 64),
+        ] {
             // SAFETY: The pages are rejected before they are used.
             assert!(unsafe { pm.new_folio(pfn, order, Arc::new(0, GFP_KERNEL)?) }.is_err());
         }
@@ -846,14 +859,14 @@ mod tests {
     #[test]
     fn unused_new_page_is_freed() -> Result {
         let pm = vram()?;
-        let idx = pm.alloc(3).ok_or(ENOMEM)?;
+        let idx = pm.alloc(PMD_ORDER).ok_or(ENOMEM)?;
         let data = Arc::new(idx, GFP_KERNEL)?;
         // SAFETY: The pages from `idx` were just taken from the free pages.
-        let folio = unsafe { pm.new_folio(pm.pfns().start + idx, 3, data)? };
+        let folio = unsafe { pm.new_folio(pm.pfns().start + idx, PMD_ORDER, data)? };
         assert_eq!(folio.pfn(), pm.pfns().start + idx);
-        assert_eq!(folio.order(), 3);
+        assert_eq!(folio.order(), PMD_ORDER);
         drop(folio);
-        assert_eq!(pm.frees.load(Relaxed), 8);
+        assert_eq!(pm.frees.load(Relaxed), 1 << PMD_ORDER);
         assert_eq!(pm.bad_data.load(Relaxed), 0);
         Ok(())
     }
@@ -953,14 +966,15 @@ mod tests {
             assert_eq!(mig.entry_pages(i), 1);
             assert_eq!(mig.set_dst(i, SystemFolio::alloc_huge()?), Err(EINVAL));
         }
-        // Nor can an order other than the PMD's, nor an entry out of range.
-        let idx = pm.alloc(2).ok_or(ENOMEM)?;
+        // Nor a device folio of PMD size, nor an entry out of range.
+        let idx = pm.alloc(PMD_ORDER).ok_or(ENOMEM)?;
+        let data = Arc::new(idx, GFP_KERNEL)?;
         // SAFETY: The pages from `idx` were just taken from the free pages.
-        let folio = unsafe { pm.new_folio(pm.pfns().start + idx, 2, Arc::new(idx, GFP_KERNEL)?)? };
+        let folio = unsafe { pm.new_folio(pm.pfns().start + idx, PMD_ORDER, data)? };
         assert_eq!(mig.set_dst(1, folio), Err(EINVAL));
         assert_eq!(mig.set_dst(4, SystemFolio::alloc()?), Err(EINVAL));
         // The refused folios were released, not leaked into the migration.
-        assert_eq!(pm.frees.load(Relaxed), 4);
+        assert_eq!(pm.frees.load(Relaxed), 1 << PMD_ORDER);
         // A single page per entry fits; a second one is refused.
         mig.set_dst(1, SystemFolio::alloc()?)?;
         assert_eq!(mig.set_dst(1, SystemFolio::alloc()?), Err(EBUSY));
