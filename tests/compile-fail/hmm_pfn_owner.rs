@@ -9,19 +9,7 @@ use kernel::{
     prelude::*, //
 };
 
-module! {
-    type: CompileFail,
-    name: "compile_fail",
-    authors: ["The vsvm authors"],
-    description: "Must not compile",
-    license: "GPL",
-}
-
-struct CompileFail;
-
-impl kernel::Module for CompileFail {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        let _ = HmmPfn::default().device_private_owner();
-        Ok(CompileFail)
-    }
+/// Reads the owner of a pfn that may be stale.
+pub fn owner_is_set(pfn: HmmPfn) -> bool {
+    pfn.device_private_owner().is_some()
 }

@@ -17,14 +17,6 @@ use kernel::{
     prelude::*, //
 };
 
-module! {
-    type: CompileFail,
-    name: "compile_fail",
-    authors: ["The vsvm authors"],
-    description: "Must not compile",
-    license: "GPL",
-}
-
 static OWNER: u8 = 0;
 
 /// Drops the mmap lock under a live migration.
@@ -36,12 +28,4 @@ pub fn unlock_early(mm: &MmWithUser, addr: usize) -> Result {
     drop(mmap);
     drop(mig);
     Ok(())
-}
-
-struct CompileFail;
-
-impl kernel::Module for CompileFail {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        Ok(CompileFail)
-    }
 }

@@ -14,24 +14,8 @@ use kernel::{
     prelude::*, //
 };
 
-module! {
-    type: CompileFail,
-    name: "compile_fail",
-    authors: ["The vsvm authors"],
-    description: "Must not compile",
-    license: "GPL",
-}
-
 /// Returns the proof after dropping the guard it borrows.
 pub fn keep<'a, T: Driver>(svm: &'a GpuSvm<T>, range: &'a Range<T>) -> Option<ValidPages<'a>> {
     let guard = svm.notifier_read();
     svm.pages_valid(range, &guard)
-}
-
-struct CompileFail;
-
-impl kernel::Module for CompileFail {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        Ok(CompileFail)
-    }
 }
