@@ -10,6 +10,7 @@ use kernel::{
         gem,
         gpusvm::{
             ChunkSizes,
+            CpuAccess,
             DeviceMemory, //
         },
         ioctl, //
@@ -126,6 +127,7 @@ impl VsvmData {
                 DeviceOwner::from_ref(&*owner),
                 c"vsvm-vram",
                 Vram::new(size, queues.clone())?,
+                CpuAccess,
             )?,
             GFP_KERNEL,
         )?;

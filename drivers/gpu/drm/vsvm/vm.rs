@@ -8,6 +8,7 @@ use kernel::{
     drm::gpusvm::{
         AtomicPolicy,
         ChunkSizes,
+        CpuAccess,
         DeviceMemory,
         Driver,
         Fault,
@@ -185,6 +186,8 @@ pub(crate) struct Mirror {
 impl Driver for Mirror {
     type Device = Vram;
     type Allocation = VramBlocks;
+    // The simulated engine copies with the CPU.
+    type Access = CpuAccess;
 
     fn invalidate(&self, _range: &Range<Self>, span: Span<usize>, _event: Event) {
         // The engine accesses memory with the page table read-locked: once this has held the

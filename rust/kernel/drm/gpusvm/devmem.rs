@@ -3,6 +3,7 @@
 //! Device memory: the device-private pages ranges migrate to, and the way back.
 
 use super::{
+    access::private::Sealed,
     DeviceStats,
     Driver, //
 };
@@ -106,6 +107,7 @@ impl<T: Driver> Drop for Allocation<T> {
 pub(super) struct Backend<T: Driver> {
     #[pin]
     device: T::Device,
+    access: T::Access,
     stats: Arc<DeviceStats>,
 }
 
@@ -164,7 +166,8 @@ pub struct DeviceMemory<T: Driver> {
 
 impl<T: Driver> DeviceMemory<T> {
     /// Registers `size` bytes of device memory owned by `owner` (unique to this memory), with
-    /// the device state `device`; `name` shows in `/proc/iomem`.
+    /// the device state `device`, whose copies reach system memory through `access`; `name`
+    /// shows in `/proc/iomem`.
     ///
     /// Fails with the errors of [`Pagemap::new`].
     pub fn new<E>(
@@ -172,6 +175,7 @@ impl<T: Driver> DeviceMemory<T> {
         owner: DeviceOwner,
         name: &'static CStr,
         device: impl PinInit<T::Device, E>,
+        access: T::Access,
     ) -> Result<impl PinInit<Self, Error>>
     where
         Error: From<E>,
@@ -179,6 +183,7 @@ impl<T: Driver> DeviceMemory<T> {
         let stats = Arc::new(DeviceStats::new(), GFP_KERNEL)?;
         let backend = try_pin_init!(Backend::<T> {
             device <- device,
+            access,
             stats,
         }? E);
         Ok(try_pin_init!(Self {
@@ -303,7 +308,7 @@ impl<T: Driver> DeviceMemory<T> {
             if folios.is_empty() {
                 return Ok(0);
             }
-            T::copy_to_vram(self, &dst, &src)?;
+            self.pagemap.access.to_vram(self, &dst, &src)?;
         }
         for (i, order) in folios {
             // SAFETY: `alloc` is fresh (safety requirements), and the entries of `folios` cover
@@ -363,7 +368,7 @@ impl<T: Driver> DeviceMemory<T> {
                 pages.push(folio.page(n).ok_or(EINVAL)?, GFP_KERNEL)?;
             }
         }
-        T::copy_to_sram(self, &src, &pages)?;
+        self.pagemap.access.to_sram(self, &src, &pages)?;
         drop(pages);
         for (i, folio) in folios {
             mig.set_dst(i, folio)?;

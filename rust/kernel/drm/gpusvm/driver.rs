@@ -5,11 +5,12 @@
 use super::{
     DeviceMemory,
     FreePages,
-    Range, //
+    Range,
+    SystemAccess,
+    SystemPage, //
 };
 use crate::{
     mm::mmu_notifier::Event,
-    page::BorrowedPage,
     prelude::*, //
 };
 use core::ops;
@@ -31,6 +32,14 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// the last of its pages is freed, which may be in atomic context: its `Drop` must not sleep
     /// (defer the release to a work item if the allocator sleeps).
     type Allocation: Send + Sync;
+
+    /// How the copy operations reach system memory: [`DmaAccess`] (the layer maps the pages for
+    /// the device and hands over their device addresses) or [`CpuAccess`] (the pages
+    /// themselves, for copies the CPU does).
+    ///
+    /// [`DmaAccess`]: super::DmaAccess
+    /// [`CpuAccess`]: super::CpuAccess
+    type Access: SystemAccess;
 
     /// Stops all device use of `span` of `range`: zaps its device page table entries and flushes
     /// the device TLB, so that the device can no longer reach the pages.
@@ -65,19 +74,29 @@ pub trait Driver: Send + Sync + Sized + 'static {
     ) -> Result<(Self::Allocation, FreePages)>;
 
     /// Copies system memory to device memory: page `src[i]` to device page `dst[i]` (a pfn of
-    /// `mem`); a `None` source is a hole of the range, whose device page is to be zeroed.
+    /// `mem`); a `None` source is a hole of the range, whose device page is to be zeroed. The
+    /// system pages are mapped for the device (direction to the device) with [`DmaAccess`].
     ///
     /// Returns when the copies are done. On failure the layer leaves the range in system memory.
+    ///
+    /// [`DmaAccess`]: super::DmaAccess
     fn copy_to_vram(
         mem: &DeviceMemory<Self>,
         dst: &[usize],
-        src: &[Option<BorrowedPage<'_>>],
+        src: &[Option<SystemPage<'_, Self>>],
     ) -> Result;
 
     /// Copies device memory to system memory: device page `src[i]` (a pfn of `mem`) to page
-    /// `dst[i]`.
+    /// `dst[i]`. The system pages are mapped for the device (direction from the device) with
+    /// [`DmaAccess`].
     ///
     /// Called on CPU faults and evictions, with no GPU SVM lock held. Returns when the copies are
     /// done; on failure the pages stay in device memory (a CPU access then gets `SIGBUS`).
-    fn copy_to_sram(mem: &DeviceMemory<Self>, src: &[usize], dst: &[BorrowedPage<'_>]) -> Result;
+    ///
+    /// [`DmaAccess`]: super::DmaAccess
+    fn copy_to_sram(
+        mem: &DeviceMemory<Self>,
+        src: &[usize],
+        dst: &[SystemPage<'_, Self>],
+    ) -> Result;
 }

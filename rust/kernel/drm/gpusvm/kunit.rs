@@ -8,7 +8,10 @@ mod tests {
     use super::super::*;
     use crate::{
         bindings, c_str,
-        dma::DmaMask,
+        dma::{
+            DmaAddress,
+            DmaMask, //
+        },
         faux,
         mm::{
             mmu_notifier::Event,
@@ -18,6 +21,7 @@ mod tests {
         page::{
             BorrowedPage,
             Page,
+            PAGE_SHIFT,
             PAGE_SIZE, //
         },
         prelude::*,
@@ -35,7 +39,10 @@ mod tests {
         },
         workqueue,
     };
-    use core::ops;
+    use core::{
+        ops,
+        ptr::NonNull, //
+    };
 
     const SZ_64K: usize = 64 * 1024;
     const SZ_2M: usize = 2 * 1024 * 1024;
@@ -88,19 +95,12 @@ mod tests {
         }
     }
 
-    impl Driver for Mock {
-        type Device = MockVram;
-        type Allocation = MockAlloc;
-
-        fn invalidate(&self, _range: &Range<Self>, span: ops::Range<usize>, _event: Event) {
-            self.invalidations.fetch_add(1, Relaxed);
-            self.ptes.lock().retain(|p| !span.contains(&p.addr));
-        }
-
-        fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(MockAlloc, FreePages)> {
+    impl MockVram {
+        /// Takes `npages` free pages of the memory whose first pfn is `first`.
+        fn alloc(&self, first: usize, npages: usize) -> Result<(MockAlloc, FreePages)> {
             let mut pages = KVec::with_capacity(npages, GFP_KERNEL)?;
             let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
-            let free = mem.device().free.clone();
+            let free = self.free.clone();
             {
                 let mut list = free.lock();
                 for (i, f) in list
@@ -111,8 +111,7 @@ mod tests {
                 {
                     *f = false;
                     pages.push_within_capacity(i).map_err(|_| ENOMEM)?;
-                    pfns.push_within_capacity(mem.pfns().start + i)
-                        .map_err(|_| ENOMEM)?;
+                    pfns.push_within_capacity(first + i).map_err(|_| ENOMEM)?;
                 }
             }
             // Pages taken so far go back to the free list if there are not enough.
@@ -120,9 +119,24 @@ mod tests {
             if alloc.pages.len() < npages {
                 return Err(ENOSPC);
             }
-            // SAFETY: The pages were just taken from the free list of `mem`, once each, and go
-            // back to it only when `alloc` is dropped.
+            // SAFETY: The pages were just taken from the free list of the memory, once each, and
+            // go back to it only when `alloc` is dropped.
             Ok((alloc, unsafe { FreePages::new(pfns) }))
+        }
+    }
+
+    impl Driver for Mock {
+        type Device = MockVram;
+        type Allocation = MockAlloc;
+        type Access = CpuAccess;
+
+        fn invalidate(&self, _range: &Range<Self>, span: ops::Range<usize>, _event: Event) {
+            self.invalidations.fetch_add(1, Relaxed);
+            self.ptes.lock().retain(|p| !span.contains(&p.addr));
+        }
+
+        fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(MockAlloc, FreePages)> {
+            mem.device().alloc(mem.pfns().start, npages)
         }
 
         fn copy_to_vram(
@@ -165,6 +179,59 @@ mod tests {
                 // KASAN catches a later use.
                 // SAFETY: Waiting for RCU callbacks has no requirements; no lock is held.
                 unsafe { bindings::rcu_barrier() };
+            }
+            Ok(())
+        }
+    }
+
+    /// A device whose copy engine reaches system memory by DMA, on simulated device memory. It
+    /// maps nothing itself.
+    struct DmaMock;
+
+    /// The system page at DMA address `addr` of the test's faux device, which has no IOMMU: the
+    /// address is physical (of the page, or of its bounce buffer).
+    fn page_at(addr: DmaAddress) -> Result<BorrowedPage<'static>> {
+        // SAFETY: The address is of a page mapped for the device (above), hence a valid pfn.
+        let page = unsafe { bindings::pfn_to_page((addr >> PAGE_SHIFT) as usize) };
+        // SAFETY: The page, or its bounce buffer, stays mapped until the copy returns, longer
+        // than the tests use it.
+        Ok(unsafe { BorrowedPage::from_raw(NonNull::new(page).ok_or(EINVAL)?) })
+    }
+
+    impl Driver for DmaMock {
+        type Device = MockVram;
+        type Allocation = MockAlloc;
+        type Access = DmaAccess;
+
+        fn invalidate(&self, _range: &Range<Self>, _span: ops::Range<usize>, _event: Event) {}
+
+        fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(MockAlloc, FreePages)> {
+            mem.device().alloc(mem.pfns().start, npages)
+        }
+
+        fn copy_to_vram(
+            mem: &DeviceMemory<Self>,
+            dst: &[usize],
+            src: &[Option<DmaAddress>],
+        ) -> Result {
+            for (&pfn, addr) in dst.iter().zip(src) {
+                let vram = &mem.device().backing[pfn - mem.pfns().start];
+                match addr {
+                    // SAFETY: The backing page of a free device page is not used by anyone; the
+                    // source is not written by anyone else during a migration.
+                    Some(addr) => unsafe { vram.copy_from(&*page_at(*addr)?) },
+                    // SAFETY: As above.
+                    None => unsafe { vram.fill_zero_raw(0, PAGE_SIZE)? },
+                }
+            }
+            Ok(())
+        }
+
+        fn copy_to_sram(mem: &DeviceMemory<Self>, src: &[usize], dst: &[DmaAddress]) -> Result {
+            for (&pfn, &addr) in src.iter().zip(dst) {
+                let page = page_at(addr)?;
+                // SAFETY: The pages are not read or written by anyone else during a migration.
+                unsafe { page.copy_from(&mem.device().backing[pfn - mem.pfns().start]) };
             }
             Ok(())
         }
@@ -223,6 +290,11 @@ mod tests {
     }
 
     fn vram() -> Result<Arc<DeviceMemory<Mock>>> {
+        mock_vram(CpuAccess)
+    }
+
+    /// Simulated device memory for driver `T`, whose copies reach system memory with `access`.
+    fn mock_vram<T: Driver<Device = MockVram>>(access: T::Access) -> Result<Arc<DeviceMemory<T>>> {
         let mut backing = KVec::with_capacity(VRAM_PAGES, GFP_KERNEL)?;
         let mut free = KVec::with_capacity(VRAM_PAGES, GFP_KERNEL)?;
         for _ in 0..VRAM_PAGES {
@@ -243,6 +315,7 @@ mod tests {
                 owner(),
                 c_str!("rust_gpusvm_test_vram"),
                 device,
+                access,
             )?,
             GFP_KERNEL,
         )
@@ -796,6 +869,56 @@ mod tests {
         // An invalidation afterwards has nothing left to unmap.
         map.unmap(0, 4)?;
         assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn dma_copies_get_device_addresses_and_stop_when_the_device_unbinds() -> Result {
+        let reg = faux::Registration::new(c_str!("rust-gpusvm-dma-copy"), None)?;
+        // SAFETY: Nothing maps or allocates DMA memory for the device yet.
+        unsafe { reg.dma_coerce_mask_and_coherent(DmaMask::new::<64>())? };
+        // SAFETY: The DMA mask of the device does not change.
+        let mem = mock_vram::<DmaMock>(unsafe { DmaAccess::new(reg.bound())? })?;
+        let map = UserMapping::new(32)?;
+        // A 64K range: 8 pages written, 8 holes.
+        let first = (map.addr(0).next_multiple_of(SZ_64K) - map.addr(0)) / PAGE_SIZE;
+        for i in first..first + 8 {
+            map.write(i * PAGE_SIZE, &[byte(i); PAGE_SIZE])?;
+        }
+        let svm = Arc::pin_init(
+            GpuSvm::new(
+                map.mm(),
+                PAGE_SIZE..1 << 47,
+                1 << 29,
+                ChunkSizes::new(&[SZ_64K, PAGE_SIZE])?,
+                owner(),
+                DmaMock,
+            )?,
+            GFP_KERNEL,
+        )?;
+        let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
+        assert_eq!(r.npages(), 16);
+        // The holes are zeroed in device memory, with nothing to map.
+        assert_eq!(svm.migrate_to_vram(&r, &mem)?, 16);
+        assert_eq!(mem.stats().pages_in_use.get(), 16);
+        // A CPU read brings the pages back through their device addresses (with bounce buffers
+        // under `swiotlb=force`, copied back when the layer unmaps them).
+        assert_eq!(bad_bytes(&map, first..first + 8)?, 0);
+        let mut zero = [1u8; 64];
+        map.read((first + 12) * PAGE_SIZE, &mut zero)?;
+        assert!(zero.iter().all(|&b| b == 0));
+        assert_eq!(mem.stats().pages_in_use.get(), 0);
+        assert_eq!(svm.migrate_to_vram(&r, &mem)?, 16);
+        // Once the device unbinds, copies fail and the pages stay in device memory.
+        drop(reg);
+        assert_eq!(svm.evict_range(&r, r.span(), &mem).err(), Some(ENODEV));
+        assert!(map.read(first * PAGE_SIZE, &mut zero).is_err());
+        assert_eq!(mem.stats().pages_in_use.get(), 16);
+        // Unmapping frees them without a copy; the memory then goes with nothing in use.
+        map.unmap(first, 16)?;
+        assert_eq!(mem.stats().pages_in_use.get(), 0);
+        drop(svm);
+        assert!(mem.evict_all());
         Ok(())
     }
 

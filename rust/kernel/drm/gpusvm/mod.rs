@@ -26,6 +26,7 @@
 //! use kernel::{
 //!     drm::gpusvm::{
 //!         ChunkSizes,
+//!         CpuAccess,
 //!         DeviceMemory,
 //!         Driver,
 //!         Fault,
@@ -58,6 +59,7 @@
 //!     // No device memory: ranges stay in system memory.
 //!     type Device = ();
 //!     type Allocation = ();
+//!     type Access = CpuAccess;
 //!
 //!     fn invalidate(&self, _range: &Range<Self>, span: ops::Range<usize>, _event: Event) {
 //!         // Zap the entries (and flush the TLB of a real device).
@@ -152,6 +154,7 @@
 //!
 //! C header: [`include/drm/drm_gpusvm.h`](srctree/include/drm/drm_gpusvm.h)
 
+mod access;
 mod chunk;
 mod devmem;
 mod driver;
@@ -165,6 +168,12 @@ mod range;
 mod stats;
 mod svm;
 
+pub use access::{
+    CpuAccess,
+    DmaAccess,
+    SystemAccess,
+    SystemPage, //
+};
 pub use chunk::{
     ChunkSizes,
     MAX_CHUNK_SIZES, //
