@@ -23,6 +23,13 @@ extern "C" {
  *
  * Every struct has a @flags field; unknown flags and non-zero padding or
  * reserved fields are rejected with -EINVAL.
+ *
+ * A VM belongs to the address space it mirrors: the ioctls that take a
+ * @vm_id (VM_DESTROY, EXEC, WAIT, PREFETCH, MADVISE, SNAPSHOT, STATS) fail
+ * with -EACCES when called by a process with another address space, such as
+ * a child that inherited the file across fork(), or a process the file was
+ * passed to. That process creates a VM of its own with VM_CREATE. A @vm_id
+ * that names no VM of the file fails with -ENOENT.
  */
 
 /**

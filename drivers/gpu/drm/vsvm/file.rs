@@ -116,13 +116,20 @@ impl drm::file::DriverFile for File {
 }
 
 impl File {
+    /// VM `id` of this file, for the calling process: only the process whose address space the
+    /// VM mirrors may use it. Another one with the file (a child after `fork()`, a process it
+    /// was passed to) gets `EACCES`, and creates a VM of its own.
     fn vm(&self, id: u32) -> Result<Arc<Vm>> {
-        let vms = self.vms.lock();
-        vms.vms
-            .iter()
-            .find(|vm| vm.id() == id)
-            .cloned()
-            .ok_or(ENOENT)
+        let vm = {
+            let vms = self.vms.lock();
+            vms.vms.iter().find(|vm| vm.id() == id).cloned()
+        }
+        .ok_or(ENOENT)?;
+        let task = current!();
+        match task.mm() {
+            Some(mm) if vm.mirrors(mm) => Ok(vm),
+            _ => Err(EACCES),
+        }
     }
 
     /// IOCTL: create a VM mirroring a span of the calling process.
@@ -174,6 +181,7 @@ impl File {
             return Err(EINVAL);
         }
         let this = file.inner();
+        this.vm(req.vm_id)?;
         let vm = {
             let mut vms = this.vms.lock();
             let i = vms

@@ -18,6 +18,7 @@ use kernel::{
     },
     mm::{
         mmu_notifier::Event,
+        Mm,
         MmWithUser, //
     },
     new_condvar,
@@ -277,6 +278,11 @@ impl Vm {
     /// The id of the VM in its file.
     pub(crate) fn id(&self) -> u32 {
         self.id
+    }
+
+    /// Whether the VM mirrors `mm`.
+    pub(crate) fn mirrors(&self, mm: &Mm) -> bool {
+        self.svm.mirrors(mm)
     }
 
     /// Resolves a GPU fault at `addr`: finds or inserts the range, reads its pages and binds

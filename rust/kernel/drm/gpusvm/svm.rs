@@ -140,6 +140,17 @@ impl<T: Driver> GpuSvm<T> {
         &self.driver
     }
 
+    /// Whether this GPU SVM mirrors `mm`, e.g. the address space of the task calling the driver:
+    /// a driver refuses to work on behalf of any other (a child that inherited its file after
+    /// `fork()`, say).
+    ///
+    /// The GPU SVM holds its address space (`mmgrab`), so no other one can take its place at
+    /// the same address meanwhile.
+    #[inline]
+    pub fn mirrors(&self, mm: &Mm) -> bool {
+        core::ptr::eq(self.mm.as_raw(), mm.as_raw())
+    }
+
     /// The counters.
     #[inline]
     pub fn stats(&self) -> &SvmStats {
