@@ -32,13 +32,12 @@
 
 #define IGT_EXIT_SUCCESS 0
 #define IGT_EXIT_SKIP 77
-#define IGT_EXIT_TIMEOUT 78
 #define IGT_EXIT_INVALID 79
 #define IGT_EXIT_FAILURE 98
 #define IGT_EXIT_ABORT 112
 
-#define igt_tokencat2(x, y) x##y
-#define igt_tokencat(x, y) igt_tokencat2(x, y)
+#define __igt_tokencat2(x, y) x##y
+#define igt_tokencat(x, y) __igt_tokencat2(x, y)
 
 #define ARRAY_SIZE(arr) (sizeof(arr) / sizeof(arr[0]))
 
@@ -216,20 +215,50 @@ void igt_waitchildren(void);
 	for (int child = 0; child < (num_children); child++)                   \
 		for (; __igt_fork(); exit(0))
 
-void igt_gettime(struct timespec *ts);
+/*
+ * igt_fork_helper - Runs the block in a forked helper process, which
+ * igt_wait_helper() joins and igt_stop_helper() kills (SIGKILL if
+ * @proc->use_SIGKILL, else SIGTERM; the test fails if it was gone already).
+ */
+struct igt_helper_process {
+	bool running;
+	bool use_SIGKILL;
+	pid_t pid;
+	int id;
+};
+
+bool __igt_fork_helper(struct igt_helper_process *proc);
+int igt_wait_helper(struct igt_helper_process *proc);
+void igt_stop_helper(struct igt_helper_process *proc);
+
+#define igt_fork_helper(proc) for (; __igt_fork_helper(proc); exit(0))
+
+int igt_gettime(struct timespec *ts);
 double igt_time_elapsed(struct timespec *then, struct timespec *now);
 uint64_t igt_nsec_elapsed(struct timespec *start);
-bool __igt_timeout(struct timespec *start, int seconds);
+
+/* igt_seconds_elapsed - igt_nsec_elapsed() in (about 7% long) seconds. */
+static inline uint32_t igt_seconds_elapsed(struct timespec *start)
+{
+	return igt_nsec_elapsed(start) >> 30;
+}
 
 /* igt_until_timeout - Runs the block repeatedly for @timeout seconds. */
 #define igt_until_timeout(timeout)                                             \
-	for (struct timespec t__ = {}; !__igt_timeout(&t__, (timeout));)
+	for (struct timespec t__ = {}; igt_seconds_elapsed(&t__) < (timeout);)
+
+/* --- igt_sizes.h ------------------------------------------------------- */
+
+#define SZ_4K 0x00001000
+#define SZ_64K 0x00010000
+#define SZ_2M 0x00200000
 
 /* --- drmtest.h and ioctl_wrappers.h ------------------------------------ */
 
-#define DRIVER_VSVM (1 << 30)
-#define DRIVER_ANY (~0)
+/* As lib/drmtest.h defines it with tests/igt/upstream's patch. */
+#define DRIVER_VSVM (1 << 11)
 
+int drm_open_driver(int chipset);
 int drm_open_driver_render(int chipset);
 int __drm_open_driver_another(int idx, int chipset);
 int drm_close_driver(int fd);

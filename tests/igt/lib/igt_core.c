@@ -27,7 +27,11 @@ sigjmp_buf igt_dynamic_jmpbuf;
 extern const char *__igt_test_description __attribute__((weak));
 
 static const char *command;
-static bool list_subtests;
+static bool list_subtests, describe_subtests;
+/* The description of the next subtest, and those of the groups around it. */
+static char *description;
+static char *group_descriptions[16];
+static int group_depth;
 static char *run_pattern, *dynamic_pattern;
 
 static char subtest[256], dynamic[256];
@@ -92,9 +96,9 @@ static void log_to_kernel(const char *what, const char *name)
 
 /* --- time -------------------------------------------------------------- */
 
-void igt_gettime(struct timespec *ts)
+int igt_gettime(struct timespec *ts)
 {
-	clock_gettime(CLOCK_MONOTONIC, ts);
+	return clock_gettime(CLOCK_MONOTONIC, ts) ? -errno : 0;
 }
 
 double igt_time_elapsed(struct timespec *then, struct timespec *now)
@@ -112,11 +116,6 @@ uint64_t igt_nsec_elapsed(struct timespec *start)
 		return 0;
 	}
 	return (uint64_t)(igt_time_elapsed(start, &now) * 1e9);
-}
-
-bool __igt_timeout(struct timespec *start, int seconds)
-{
-	return igt_nsec_elapsed(start) >= (uint64_t)seconds * 1000000000ULL;
 }
 
 static double seconds_since(struct timespec *start)
@@ -174,6 +173,49 @@ void igt_waitchildren(void)
 {
 	if (__igt_waitchildren())
 		igt_fail(IGT_EXIT_FAILURE);
+}
+
+bool __igt_fork_helper(struct igt_helper_process *proc)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0)
+		__igt_fail_assert(__FILE__, __LINE__, __func__, "fork()", "%s\n", strerror(errno));
+	if (pid == 0) {
+		in_child = true;
+		num_children = 0;
+		return true;
+	}
+	proc->running = true;
+	proc->pid = pid;
+	return false;
+}
+
+int igt_wait_helper(struct igt_helper_process *proc)
+{
+	int status = 0;
+
+	while (waitpid(proc->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	proc->running = false;
+	return status;
+}
+
+void igt_stop_helper(struct igt_helper_process *proc)
+{
+	int sig = proc->use_SIGKILL ? SIGKILL : SIGTERM;
+	int status;
+
+	if (!proc->running)
+		return;
+	kill(proc->pid, sig);
+	status = igt_wait_helper(proc);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != sig)
+		__igt_fail_assert(__FILE__, __LINE__, __func__, "helper was alive",
+				  "helper died too early with status %d\n", status);
 }
 
 /* A subtest that ends early takes its children with it. */
@@ -280,11 +322,34 @@ void __igt_fixture_complete(void)
 	in_fixture = false;
 }
 
-bool __igt_run_subtest(const char *name, const char *file, int line)
+/* Prints the descriptions of subtest @name as IGT's --describe does. */
+static void describe(const char *name, const char *file, int line)
 {
-	(void)file;
-	(void)line;
+	bool documented = false;
+	int i;
+
+	printf("SUB %s %s:%d:\n", name, file, line);
+	for (i = 0; i < group_depth; i++) {
+		if (group_descriptions[i]) {
+			printf("  %s\n\n", group_descriptions[i]);
+			documented = true;
+		}
+	}
+	if (description) {
+		printf("  %s\n\n", description);
+		documented = true;
+	}
+	if (!documented)
+		printf("  NO DOCUMENTATION!\n\n");
+}
+
+static bool select_subtest(const char *name, const char *file, int line)
+{
 	valid_name(name);
+	if (describe_subtests) {
+		describe(name, file, line);
+		return false;
+	}
 	if (list_subtests) {
 		printf("%s\n", name);
 		return false;
@@ -306,6 +371,16 @@ bool __igt_run_subtest(const char *name, const char *file, int line)
 	snprintf(subtest, sizeof(subtest), "%s", name);
 	igt_gettime(&subtest_start);
 	return true;
+}
+
+bool __igt_run_subtest(const char *name, const char *file, int line)
+{
+	bool run = select_subtest(name, file, line);
+
+	/* A description covers the next subtest only. */
+	free(description);
+	description = NULL;
+	return run;
 }
 
 bool __igt_enter_dynamic_container(void)
@@ -333,21 +408,40 @@ bool __igt_run_dynamic_subtest(const char *name)
 	return true;
 }
 
+/* A description before a group covers all its subtests. */
 void __igt_subtest_group_save(int *save, int *desc)
 {
 	*save = skip_subtests_henceforth;
-	*desc = 0;
+	*desc = group_depth;
+	if (group_depth < (int)ARRAY_SIZE(group_descriptions))
+		group_descriptions[group_depth] = description;
+	else
+		free(description);
+	description = NULL;
+	group_depth++;
 }
 
 void __igt_subtest_group_restore(int save, int desc)
 {
-	(void)desc;
 	skip_subtests_henceforth = save;
+	while (group_depth > desc) {
+		group_depth--;
+		if (group_depth < (int)ARRAY_SIZE(group_descriptions)) {
+			free(group_descriptions[group_depth]);
+			group_descriptions[group_depth] = NULL;
+		}
+	}
 }
 
 void igt_describe_f(const char *fmt, ...)
 {
-	(void)fmt;
+	va_list ap;
+
+	free(description);
+	va_start(ap, fmt);
+	if (vasprintf(&description, fmt, ap) < 0)
+		description = NULL;
+	va_end(ap);
 }
 
 const char *igt_subtest_name(void)
@@ -444,12 +538,13 @@ static void crash_handler(int sig)
 
 /* --- command line ------------------------------------------------------ */
 
-enum { OPT_LIST = 500, OPT_RUN, OPT_DYNAMIC, OPT_HELP };
+enum { OPT_LIST = 500, OPT_DESCRIBE, OPT_RUN, OPT_DYNAMIC, OPT_HELP };
 
 static void usage(const char *help_str, FILE *out)
 {
 	fprintf(out, "Usage: %s [OPTIONS]\n"
 		"  --list-subtests\n"
+		"  --describe\n"
 		"  --run-subtest <pattern>\n"
 		"  --dynamic-subtest <pattern>\n"
 		"  --help-description\n"
@@ -464,6 +559,7 @@ int igt_subtest_init_parse_opts(int *argc, char **argv, const char *extra_short_
 {
 	static const struct option core[] = {
 		{ "list-subtests", no_argument, NULL, OPT_LIST },
+		{ "describe", no_argument, NULL, OPT_DESCRIBE },
 		{ "run-subtest", required_argument, NULL, OPT_RUN },
 		{ "dynamic-subtest", required_argument, NULL, OPT_DYNAMIC },
 		{ "help-description", no_argument, NULL, OPT_HELP },
@@ -486,6 +582,10 @@ int igt_subtest_init_parse_opts(int *argc, char **argv, const char *extra_short_
 		switch (c) {
 		case OPT_LIST:
 			list_subtests = true;
+			break;
+		case OPT_DESCRIBE:
+			list_subtests = true;
+			describe_subtests = true;
 			break;
 		case OPT_RUN:
 			run_pattern = strdup(optarg);

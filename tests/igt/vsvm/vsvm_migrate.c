@@ -15,7 +15,6 @@
 IGT_TEST_DESCRIPTION("Placement of mirrored memory: VRAM, eviction, atomics, two devices");
 
 #define PAGE VSVM_PAGE
-#define SZ_2M VSVM_SZ_2M
 
 static int fd;
 static uint32_t vm;
@@ -361,25 +360,28 @@ igt_main
 	igt_describe("Prefetch to system memory: the data comes back without CPU faults");
 	igt_subtest("prefetch-system")
 		test_prefetch_system();
-	igt_describe("Preferred location: GPU faults migrate to VRAM, or leave pages be");
+	igt_describe("Preferred location VRAM: GPU faults migrate the pages there");
 	igt_subtest("preferred-vram")
 		test_preferred(DRM_VSVM_REGION_VRAM);
+	igt_describe("Preferred location system memory: GPU faults leave the pages there");
 	igt_subtest("preferred-system")
 		test_preferred(DRM_VSVM_REGION_SYSTEM);
 	igt_describe("CPU access to VRAM-resident memory migrates it back");
 	igt_subtest("cpu-fault")
 		test_cpu_fault();
-	igt_describe("A pinned page stays behind: a mixed range the GPU uses in whole");
+	igt_describe("A transparent huge page moves to VRAM and back as one 2M folio");
 	igt_subtest("huge-page")
 		test_huge_page();
+	igt_describe("A pinned page stays behind: a mixed range the GPU uses in whole");
 	igt_subtest("partial-pinned")
 		test_partial_pinned();
 	igt_describe("An injected partial migration: a mixed range, both ways");
 	igt_subtest("partial-injected")
 		test_partial_injected();
-	igt_describe("A failed VRAM allocation or copy leaves the memory usable where it was");
+	igt_describe("A failed VRAM allocation leaves the memory usable where it was");
 	igt_subtest("failed-alloc")
 		test_failed_migration(false);
+	igt_describe("A failed copy to VRAM leaves the memory usable where it was");
 	igt_subtest("failed-copy")
 		test_failed_migration(true);
 	igt_describe("A working set four times VRAM: eviction keeps every byte");
@@ -388,33 +390,40 @@ igt_main
 	igt_describe("Processes competing for one device's VRAM");
 	igt_subtest("evict-processes")
 		test_evict_processes(3);
-	igt_describe("GPU atomics and CPU atomics on the same counters: exact counts");
+	igt_describe("GPU and CPU atomics on shared counters, device-exclusive: exact counts");
 	igt_subtest("atomic-exclusive")
 		test_atomics(DRM_VSVM_ATOMIC_EXCLUSIVE);
+	igt_describe("GPU atomics in VRAM and CPU atomics on shared counters: exact counts");
 	igt_subtest("atomic-vram")
 		test_atomics(DRM_VSVM_ATOMIC_VRAM);
 
 	igt_describe("Two devices mirror one process and see each other's writes");
 	igt_subtest("two-devices") {
+		/* As IGT counts devices: the first, then another. */
+		int fd1 = __drm_open_driver_another(0, DRIVER_VSVM);
 		int fd2 = __drm_open_driver_another(1, DRIVER_VSVM);
 		uint8_t *p = fresh(2 * SZ_2M);
-		uint32_t vm2;
+		uint32_t vm1, vm2;
 
-		igt_require_f(fd2 >= 0, "a second vsvm device is needed (vsvm.devices=2)\n");
+		igt_require_f(fd1 >= 0 && fd2 >= 0,
+			      "two vsvm devices are needed (vsvm.devices=2)\n");
+		vm1 = vsvm_vm_create(fd1);
 		vm2 = vsvm_vm_create(fd2);
-		vsvm_write(fd, vm, p, 2 * SZ_2M, 0x51);
-		vsvm_prefetch(fd, vm, p, 2 * SZ_2M, DRM_VSVM_REGION_VRAM);
+		vsvm_write(fd1, vm1, p, 2 * SZ_2M, 0x51);
+		vsvm_prefetch(fd1, vm1, p, 2 * SZ_2M, DRM_VSVM_REGION_VRAM);
 		/* The second device takes the pages out of the first one's VRAM. */
 		igt_assert_eq_u64(vsvm_read(fd2, vm2, p, 2 * SZ_2M), 0x51UL * 2 * SZ_2M);
 		igt_assert_eq_u64(vsvm_prefetch(fd2, vm2, p, SZ_2M, DRM_VSVM_REGION_VRAM),
 				  SZ_2M / PAGE);
 		vsvm_write(fd2, vm2, p, PAGE, 0x52);
-		igt_assert_eq_u64(vsvm_read(fd, vm, p, SZ_2M),
+		igt_assert_eq_u64(vsvm_read(fd1, vm1, p, SZ_2M),
 				  0x51UL * (SZ_2M - PAGE) + 0x52UL * PAGE);
 		igt_assert_eq(p[0], 0x52);
 		igt_assert_eq(p[SZ_2M], 0x51);
 		vsvm_vm_destroy(fd2, vm2);
+		vsvm_vm_destroy(fd1, vm1);
 		drm_close_driver(fd2);
+		drm_close_driver(fd1);
 		munmap(p, 2 * SZ_2M);
 	}
 

@@ -15,7 +15,6 @@
 IGT_TEST_DESCRIPTION("Races between GPU faults, CPU mapping changes and process exit");
 
 #define PAGE VSVM_PAGE
-#define SZ_2M VSVM_SZ_2M
 #define THREADS 4
 
 static int fd;
@@ -199,13 +198,9 @@ static void test_ping_pong(bool vram)
 static void test_exit_with_job(bool kill_it)
 {
 	for (int round = 0; round < 4; round++) {
-		pid_t pid;
-		int status;
+		struct igt_helper_process child = { .use_SIGKILL = true };
 
-		fflush(stdout);
-		pid = fork();
-		igt_assert(pid >= 0);
-		if (pid == 0) {
+		igt_fork_helper(&child) {
 			int cfd = drm_open_driver_render(DRIVER_VSVM);
 			uint32_t cvm = vsvm_vm_create(cfd);
 			uint64_t size = 32UL << 20;
@@ -221,15 +216,16 @@ static void test_exit_with_job(bool kill_it)
 			vsvm_exec_async(cfd, cvm, &op, 1);
 			if (kill_it)
 				pause();
-			_exit(0);
 		}
 		if (kill_it) {
 			usleep(20000 * round);
-			kill(pid, SIGKILL);
+			/* Fails unless the child was still there to be killed. */
+			igt_stop_helper(&child);
+		} else {
+			int status = igt_wait_helper(&child);
+
+			igt_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 		}
-		igt_assert_eq(waitpid(pid, &status, 0), pid);
-		igt_assert(kill_it ? WIFSIGNALED(status) || WIFEXITED(status) :
-				     WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
 	/* The device still works for us. */
 	{
@@ -272,29 +268,34 @@ igt_main
 		vm = vsvm_vm_create(fd);
 	}
 
-	igt_describe("Threads faulting one range, and threads on ranges of their own");
+	igt_describe("Threads of one process faulting the same range");
 	igt_subtest("threads-same-range")
 		test_threads(true);
+	igt_describe("Threads of one process faulting ranges of their own");
 	igt_subtest("threads-different-ranges")
 		test_threads(false);
-	igt_describe("Processes with mirrors of their own, on shared or private memory");
+	igt_describe("Processes with mirrors of their own on shared memory");
 	igt_subtest("processes-shared-memory")
 		test_processes(true);
+	igt_describe("Processes with mirrors of their own on private memory");
 	igt_subtest("processes-private-memory")
 		test_processes(false);
-	igt_describe("munmap while a GPU job works on the memory");
+	igt_describe("munmap while a GPU job works on the memory in system memory");
 	igt_subtest("munmap-vs-job")
 		test_munmap_vs_job(false);
+	igt_describe("munmap while a GPU job works on the memory in VRAM");
 	igt_subtest("munmap-vs-job-vram")
 		test_munmap_vs_job(true);
-	igt_describe("CPU and GPU take turns on one counter");
+	igt_describe("CPU and GPU take turns on one counter in system memory");
 	igt_subtest("ping-pong")
 		test_ping_pong(false);
+	igt_describe("CPU and GPU take turns on one counter the GPU migrates to VRAM");
 	igt_subtest("ping-pong-vram")
 		test_ping_pong(true);
-	igt_describe("A process exits, or is killed, with a job in flight");
+	igt_describe("A process exits with a job in flight");
 	igt_subtest("exit-with-job")
 		test_exit_with_job(false);
+	igt_describe("A process is killed with a job in flight");
 	igt_subtest("killed-with-job")
 		test_exit_with_job(true);
 	igt_describe("The VM and the file go while jobs run");

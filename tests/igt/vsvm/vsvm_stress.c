@@ -15,7 +15,6 @@
 IGT_TEST_DESCRIPTION("Seeded mix of GPU/CPU access, migration and mapping changes, verified");
 
 #define PAGE VSVM_PAGE
-#define SZ_2M VSVM_SZ_2M
 #define SLOTS 6
 
 static uint64_t seed = 1, max_ops = 2500;
@@ -280,7 +279,7 @@ static void test_mixer(void)
 	for (i = 0; i < SLOTS; i++)
 		slot_map(&slots[i]);
 	igt_nsec_elapsed(&start);
-	for (ops = 0; ops < max_ops && !__igt_timeout(&start, max_seconds); ops++) {
+	for (ops = 0; ops < max_ops && igt_seconds_elapsed(&start) < (uint32_t)max_seconds; ops++) {
 		uint64_t pick = rnd(total);
 		enum op op = 0;
 
@@ -352,7 +351,8 @@ static const char help_str[] =
 igt_main_args("s:n:t:", long_opts, help_str, opt_handler, NULL)
 {
 	igt_fixture {
-		fd = drm_open_driver_render(DRIVER_VSVM);
+		/* As IGT counts devices: the first, then another. */
+		fd = drm_open_driver(DRIVER_VSVM);
 		vm = vsvm_vm_create(fd);
 		fd2 = __drm_open_driver_another(1, DRIVER_VSVM);
 		if (fd2 >= 0)

@@ -14,8 +14,6 @@
 IGT_TEST_DESCRIPTION("GPU access to process memory of every kind, and CPU mapping changes");
 
 #define PAGE VSVM_PAGE
-#define SZ_64K VSVM_SZ_64K
-#define SZ_2M VSVM_SZ_2M
 
 static int fd;
 static uint32_t vm;
@@ -253,6 +251,72 @@ static void test_fork_parent_writes(bool vram)
 	munmap(p, SZ_2M);
 }
 
+/*
+ * A child that inherited the file uses the parent's VM: every ioctl on it is
+ * refused, and the parent's memory and VM are as they were.
+ */
+static void test_fork_child_refused(void)
+{
+	uint8_t *p = fresh(SZ_2M, 0);
+	uint64_t job;
+
+	vsvm_write(fd, vm, p, SZ_2M, 0x61);
+	job = vsvm_exec_async(fd, vm, &(struct drm_vsvm_op){
+		.kind = DRM_VSVM_OP_READ, .addr = (uintptr_t)p, .size = SZ_2M }, 1);
+	igt_fork(child, 1) {
+		struct drm_vsvm_pte pte;
+		struct drm_vsvm_stats stats = { .vm_id = vm };
+		uint64_t sum, moved;
+
+		igt_assert_eq(__vsvm_read(fd, vm, p, SZ_2M, &sum), -EACCES);
+		igt_assert_eq(__vsvm_write(fd, vm, p, SZ_2M, 0x62), -EACCES);
+		igt_assert_eq(__vsvm_prefetch(fd, vm, p, SZ_2M, DRM_VSVM_REGION_VRAM, &moved),
+			      -EACCES);
+		igt_assert_eq(__vsvm_wait(fd, vm, job, 0, NULL), -EACCES);
+		do_ioctl_err(fd, DRM_IOCTL_VSVM_MADVISE, &((struct drm_vsvm_madvise){
+			.addr = (uintptr_t)p, .size = SZ_2M, .vm_id = vm,
+			.preferred = DRM_VSVM_REGION_VRAM }), EACCES);
+		do_ioctl_err(fd, DRM_IOCTL_VSVM_SNAPSHOT, &((struct drm_vsvm_snapshot){
+			.addr = (uintptr_t)p, .pages = 1, .ptes = (uintptr_t)&pte,
+			.vm_id = vm }), EACCES);
+		do_ioctl_err(fd, DRM_IOCTL_VSVM_STATS, &stats, EACCES);
+		do_ioctl_err(fd, DRM_IOCTL_VSVM_VM_DESTROY,
+			     &((struct drm_vsvm_vm_destroy){ .vm_id = vm }), EACCES);
+		/* The child's memory is its own copy: untouched as well. */
+		assert_filled(p, SZ_2M, 0x61);
+	}
+	igt_waitchildren();
+	/* The job is still the parent's to wait for, and the VM works. */
+	igt_assert_eq(__vsvm_wait(fd, vm, job, -1, NULL), 0);
+	assert_filled(p, SZ_2M, 0x61);
+	igt_assert_eq_u64(vsvm_read(fd, vm, p, SZ_2M), 0x61UL * SZ_2M);
+	vsvm_write(fd, vm, p, PAGE, 0x63);
+	igt_assert_eq(p[0], 0x63);
+	munmap(p, SZ_2M);
+}
+
+/* A child that inherited the file creates a VM of its own on it. */
+static void test_fork_child_own_vm(void)
+{
+	uint8_t *p = fresh(SZ_2M, 0x71);
+
+	igt_assert_eq_u64(vsvm_read(fd, vm, p, SZ_2M), 0x71UL * SZ_2M);
+	igt_fork(child, 1) {
+		uint32_t cvm = vsvm_vm_create(fd);
+
+		igt_assert_eq_u64(vsvm_read(fd, cvm, p, SZ_2M), 0x71UL * SZ_2M);
+		vsvm_write(fd, cvm, p, SZ_2M, 0x72);
+		assert_filled(p, SZ_2M, 0x72);
+		/* The parent's VM is not the child's to use, nor the child's the parent's. */
+		igt_assert_eq(__vsvm_write(fd, vm, p, PAGE, 0x73), -EACCES);
+		vsvm_vm_destroy(fd, cvm);
+	}
+	igt_waitchildren();
+	assert_filled(p, SZ_2M, 0x71);
+	igt_assert_eq_u64(vsvm_read(fd, vm, p, SZ_2M), 0x71UL * SZ_2M);
+	munmap(p, SZ_2M);
+}
+
 static void test_mremap(bool vram, bool dontunmap)
 {
 	uint8_t *p = fresh(SZ_2M, 0x44), *target, *q;
@@ -358,9 +422,11 @@ igt_main
 		vm = vsvm_vm_create(fd);
 	}
 
-	igt_describe("The GPU reads and writes memory of every kind once, twice, many times");
+	igt_describe("The GPU reads and writes memory of every kind once");
 	access_subtests("once", 1);
+	igt_describe("The GPU reads and writes memory of every kind twice");
 	access_subtests("twice", 2);
+	igt_describe("The GPU reads and writes memory of every kind many times");
 	access_subtests("many", 8);
 
 	igt_describe("One job, many small accesses at a stride with gaps between them");
@@ -467,31 +533,45 @@ igt_main
 		munmap(p, SZ_2M);
 	}
 
-	igt_describe("A forked child reads its copy of memory the GPU wrote, in RAM or VRAM");
+	igt_describe("A forked child reads its copy of memory the GPU wrote");
 	igt_subtest("fork-child-reads")
 		test_fork_child_reads(false);
+	igt_describe("A forked child reads its copy of memory the GPU wrote in VRAM");
 	igt_subtest("fork-child-reads-vram")
 		test_fork_child_reads(true);
 
 	igt_describe("The parent writes after fork: copy-on-write under a GPU mapping");
 	igt_subtest("fork-parent-writes")
 		test_fork_parent_writes(false);
+	igt_describe("The parent writes after fork: copy-on-write of pages in VRAM");
 	igt_subtest("fork-parent-writes-vram")
 		test_fork_parent_writes(true);
+
+	igt_describe("A child with the parent's file cannot use the parent's VM");
+	igt_subtest("fork-child-vm-refused")
+		test_fork_child_refused();
+
+	igt_describe("A child with the parent's file creates and uses a VM of its own");
+	igt_subtest("fork-child-own-vm")
+		test_fork_child_own_vm();
 
 	igt_describe("mremap moves mirrored memory: the GPU follows the data");
 	igt_subtest("mremap")
 		test_mremap(false, false);
+	igt_describe("mremap moves mirrored memory in VRAM: the GPU follows the data");
 	igt_subtest("mremap-vram")
 		test_mremap(true, false);
+	igt_describe("mremap with MREMAP_DONTUNMAP: the data moves, the old range reads zero");
 	igt_subtest("mremap-dontunmap")
 		test_mremap(false, true);
+	igt_describe("mremap with MREMAP_DONTUNMAP of memory in VRAM");
 	igt_subtest("mremap-dontunmap-vram")
 		test_mremap(true, true);
 
 	igt_describe("Memory freed while bound and allocated again at the same address");
 	igt_subtest("free-reuse")
 		test_free_reuse(false);
+	igt_describe("Memory in VRAM freed while bound and allocated again at the same address");
 	igt_subtest("free-reuse-vram")
 		test_free_reuse(true);
 

@@ -11,8 +11,6 @@
 #include "vsvm_drm.h"
 
 #define VSVM_PAGE 4096UL
-#define VSVM_SZ_64K (64UL << 10)
-#define VSVM_SZ_2M (2UL << 20)
 
 uint32_t vsvm_vm_create(int fd);
 int __vsvm_vm_create(int fd, uint64_t start, uint64_t size, uint32_t flags, uint32_t *vm);
