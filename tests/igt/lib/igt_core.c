@@ -128,13 +128,11 @@ static double seconds_since(struct timespec *start)
 
 /* --- children ---------------------------------------------------------- */
 
-bool __igt_fork(void)
+/* Forks; returns 0 in the child, which has no children of its own. */
+static pid_t fork_child(void)
 {
 	pid_t pid;
 
-	if (in_child || num_children == (int)ARRAY_SIZE(children))
-		__igt_fail_assert(__FILE__, __LINE__, __func__, "igt_fork",
-				  "nested igt_fork or too many children\n");
 	fflush(stdout);
 	fflush(stderr);
 	pid = fork();
@@ -143,10 +141,21 @@ bool __igt_fork(void)
 	if (pid == 0) {
 		in_child = true;
 		num_children = 0;
-		return true;
 	}
-	children[num_children++] = pid;
-	return false;
+	return pid;
+}
+
+bool __igt_fork(void)
+{
+	pid_t pid;
+
+	if (in_child || num_children == (int)ARRAY_SIZE(children))
+		__igt_fail_assert(__FILE__, __LINE__, __func__, "igt_fork",
+				  "nested igt_fork or too many children\n");
+	pid = fork_child();
+	if (pid)
+		children[num_children++] = pid;
+	return !pid;
 }
 
 /* Waits for every child; returns the number that did not exit with 0. */
@@ -177,21 +186,13 @@ void igt_waitchildren(void)
 
 bool __igt_fork_helper(struct igt_helper_process *proc)
 {
-	pid_t pid;
+	pid_t pid = fork_child();
 
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-		__igt_fail_assert(__FILE__, __LINE__, __func__, "fork()", "%s\n", strerror(errno));
-	if (pid == 0) {
-		in_child = true;
-		num_children = 0;
-		return true;
+	if (pid) {
+		proc->running = true;
+		proc->pid = pid;
 	}
-	proc->running = true;
-	proc->pid = pid;
-	return false;
+	return !pid;
 }
 
 int igt_wait_helper(struct igt_helper_process *proc)
