@@ -1,10 +1,30 @@
 // SPDX-License-Identifier: MIT
-/* vsvm ioctl helpers in IGT's style. */
+/**
+ * SECTION:vsvm_ioctl
+ * @short_description: vsvm ioctl wrappers and helpers
+ * @title: vsvm ioctl
+ * @include: vsvm/vsvm_ioctl.h
+ *
+ * Wrappers of the vsvm ioctls in the style of lib/xe/xe_ioctl: the __ variants
+ * return the error, the others assert success.
+ */
 #include <sys/mman.h>
 
 #include "igt.h"
 #include "vsvm_ioctl.h"
 
+/**
+ * __vsvm_vm_create:
+ * @fd: a vsvm device
+ * @start: first address of the mirrored span
+ * @size: size of the span
+ * @flags: DRM_VSVM_VM_* flags
+ * @vm: out: the new VM
+ *
+ * Creates a VM mirroring a span of the calling process.
+ *
+ * Returns: 0 or -errno.
+ */
 int __vsvm_vm_create(int fd, uint64_t start, uint64_t size, uint32_t flags, uint32_t *vm)
 {
 	struct drm_vsvm_vm_create create = { .start = start, .size = size, .flags = flags };
@@ -15,7 +35,14 @@ int __vsvm_vm_create(int fd, uint64_t start, uint64_t size, uint32_t flags, uint
 	return 0;
 }
 
-/* A VM mirroring the whole user address space but the zero page. */
+/**
+ * vsvm_vm_create:
+ * @fd: a vsvm device
+ *
+ * Creates a VM mirroring the whole user address space but the zero page, asserting success.
+ *
+ * Returns: the VM id.
+ */
 uint32_t vsvm_vm_create(int fd)
 {
 	uint32_t vm = 0;
@@ -25,6 +52,13 @@ uint32_t vsvm_vm_create(int fd)
 	return vm;
 }
 
+/**
+ * vsvm_vm_destroy:
+ * @fd: a vsvm device
+ * @vm: the VM
+ *
+ * Destroys a VM, asserting success.
+ */
 void vsvm_vm_destroy(int fd, uint32_t vm)
 {
 	struct drm_vsvm_vm_destroy destroy = { .vm_id = vm };
@@ -32,7 +66,17 @@ void vsvm_vm_destroy(int fd, uint32_t vm)
 	do_ioctl(fd, DRM_IOCTL_VSVM_VM_DESTROY, &destroy);
 }
 
-/* Runs a job to its end; returns its status, or -errno if it did not run. */
+/**
+ * __vsvm_exec:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @ops: the operations, results filled in
+ * @count: how many
+ *
+ * Runs a job to its end.
+ *
+ * Returns: the job's status, or -errno if it did not run.
+ */
 int __vsvm_exec(int fd, uint32_t vm, struct drm_vsvm_op *ops, uint32_t count)
 {
 	struct drm_vsvm_exec exec = { .ops = (uintptr_t)ops, .count = count, .vm_id = vm };
@@ -42,11 +86,31 @@ int __vsvm_exec(int fd, uint32_t vm, struct drm_vsvm_op *ops, uint32_t count)
 	return exec.status;
 }
 
+/**
+ * vsvm_exec:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @ops: the operations, results filled in
+ * @count: how many
+ *
+ * Runs a job to its end, asserting that it ran and succeeded.
+ */
 void vsvm_exec(int fd, uint32_t vm, struct drm_vsvm_op *ops, uint32_t count)
 {
 	igt_assert_eq(__vsvm_exec(fd, vm, ops, count), 0);
 }
 
+/**
+ * vsvm_exec_async:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @ops: the operations, results filled in by the wait
+ * @count: how many
+ *
+ * Starts a job, asserting success.
+ *
+ * Returns: the job id, for __vsvm_wait().
+ */
 uint64_t vsvm_exec_async(int fd, uint32_t vm, struct drm_vsvm_op *ops, uint32_t count)
 {
 	struct drm_vsvm_exec exec = {
@@ -58,7 +122,18 @@ uint64_t vsvm_exec_async(int fd, uint32_t vm, struct drm_vsvm_op *ops, uint32_t 
 	return exec.job_id;
 }
 
-/* Waits for an asynchronous job; returns its status, or -errno. */
+/**
+ * __vsvm_wait:
+ * @fd: a vsvm device
+ * @vm: the VM of the job
+ * @job: the job
+ * @timeout_ns: how long to wait; negative: until it ends
+ * @ops_done: out, or NULL: how many operations ran
+ *
+ * Waits for an asynchronous job and reaps it.
+ *
+ * Returns: its status, or -errno.
+ */
 int __vsvm_wait(int fd, uint32_t vm, uint64_t job, int64_t timeout_ns, uint32_t *ops_done)
 {
 	struct drm_vsvm_wait wait = { .job_id = job, .timeout_ns = timeout_ns, .vm_id = vm };
@@ -79,24 +154,68 @@ static int one_op(int fd, uint32_t vm, struct drm_vsvm_op op, uint64_t *result)
 	return ret;
 }
 
+/**
+ * __vsvm_write:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @addr: the span
+ * @size: its size
+ * @byte: the value
+ *
+ * Has the GPU fill a span with a byte.
+ *
+ * Returns: the job's status, or -errno.
+ */
 int __vsvm_write(int fd, uint32_t vm, void *addr, uint64_t size, uint8_t byte)
 {
 	return one_op(fd, vm, (struct drm_vsvm_op){ .kind = DRM_VSVM_OP_WRITE,
 		      .addr = (uintptr_t)addr, .size = size, .value = byte }, NULL);
 }
 
+/**
+ * vsvm_write:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @addr: the span
+ * @size: its size
+ * @byte: the value
+ *
+ * As __vsvm_write(), asserting success.
+ */
 void vsvm_write(int fd, uint32_t vm, void *addr, uint64_t size, uint8_t byte)
 {
 	igt_assert_eq(__vsvm_write(fd, vm, addr, size, byte), 0);
 }
 
-/* The GPU's sum of the bytes of a span. */
+/**
+ * __vsvm_read:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @addr: the span
+ * @size: its size
+ * @sum: out: the sum of its bytes
+ *
+ * Has the GPU read a span.
+ *
+ * Returns: the job's status, or -errno.
+ */
 int __vsvm_read(int fd, uint32_t vm, const void *addr, uint64_t size, uint64_t *sum)
 {
 	return one_op(fd, vm, (struct drm_vsvm_op){ .kind = DRM_VSVM_OP_READ,
 		      .addr = (uintptr_t)addr, .size = size }, sum);
 }
 
+/**
+ * vsvm_read:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @addr: the span
+ * @size: its size
+ *
+ * As __vsvm_read(), asserting success.
+ *
+ * Returns: the GPU's sum of the bytes of the span.
+ */
 uint64_t vsvm_read(int fd, uint32_t vm, const void *addr, uint64_t size)
 {
 	uint64_t sum = 0;
@@ -105,18 +224,55 @@ uint64_t vsvm_read(int fd, uint32_t vm, const void *addr, uint64_t size)
 	return sum;
 }
 
+/**
+ * __vsvm_atomic_add:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @addr: an 8-byte aligned counter
+ * @value: the addend
+ * @old: out, or NULL: the value before
+ *
+ * A GPU atomic add.
+ *
+ * Returns: the job's status, or -errno.
+ */
 int __vsvm_atomic_add(int fd, uint32_t vm, uint64_t *addr, uint64_t value, uint64_t *old)
 {
 	return one_op(fd, vm, (struct drm_vsvm_op){ .kind = DRM_VSVM_OP_ATOMIC_ADD,
 		      .addr = (uintptr_t)addr, .size = 8, .value = value }, old);
 }
 
+/**
+ * __vsvm_copy:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @dst: the destination
+ * @src: the source
+ * @size: the bytes to copy
+ *
+ * A GPU copy between two spans.
+ *
+ * Returns: the job's status, or -errno.
+ */
 int __vsvm_copy(int fd, uint32_t vm, void *dst, const void *src, uint64_t size)
 {
 	return one_op(fd, vm, (struct drm_vsvm_op){ .kind = DRM_VSVM_OP_COPY,
 		      .addr = (uintptr_t)dst, .size = size, .src = (uintptr_t)src }, NULL);
 }
 
+/**
+ * __vsvm_prefetch:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @addr: the span
+ * @size: its size
+ * @region: DRM_VSVM_REGION_VRAM or DRM_VSVM_REGION_SYSTEM
+ * @pages_moved: out, or NULL: how many pages moved
+ *
+ * Migrates a span to a memory region.
+ *
+ * Returns: 0 or -errno.
+ */
 int __vsvm_prefetch(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t region,
 		    uint64_t *pages_moved)
 {
@@ -131,6 +287,18 @@ int __vsvm_prefetch(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t reg
 	return 0;
 }
 
+/**
+ * vsvm_prefetch:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @addr: the span
+ * @size: its size
+ * @region: DRM_VSVM_REGION_VRAM or DRM_VSVM_REGION_SYSTEM
+ *
+ * As __vsvm_prefetch(), asserting success.
+ *
+ * Returns: how many pages moved.
+ */
 uint64_t vsvm_prefetch(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t region)
 {
 	uint64_t moved = 0;
@@ -139,6 +307,17 @@ uint64_t vsvm_prefetch(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t 
 	return moved;
 }
 
+/**
+ * vsvm_madvise:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @addr: the span
+ * @size: its size
+ * @preferred: where GPU faults put the pages
+ * @atomic: an &enum drm_vsvm_atomic
+ *
+ * Sets the memory attributes of a span, asserting success.
+ */
 void vsvm_madvise(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t preferred,
 		  uint32_t atomic)
 {
@@ -150,6 +329,16 @@ void vsvm_madvise(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t prefe
 	do_ioctl(fd, DRM_IOCTL_VSVM_MADVISE, &adv);
 }
 
+/**
+ * vsvm_snapshot:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @addr: the first page
+ * @pages: how many
+ * @ptes: out: @pages entries
+ *
+ * Reads the device page table over a span, asserting success.
+ */
 void vsvm_snapshot(int fd, uint32_t vm, const void *addr, uint64_t pages,
 		   struct drm_vsvm_pte *ptes)
 {
@@ -160,7 +349,16 @@ void vsvm_snapshot(int fd, uint32_t vm, const void *addr, uint64_t pages,
 	do_ioctl(fd, DRM_IOCTL_VSVM_SNAPSHOT, &snap);
 }
 
-/* The device page table flags of the page at @addr. */
+/**
+ * vsvm_pte_flags:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @addr: an address
+ *
+ * Reads the device page table entry of the page at @addr.
+ *
+ * Returns: its DRM_VSVM_PTE_* flags.
+ */
 uint32_t vsvm_pte_flags(int fd, uint32_t vm, const void *addr)
 {
 	struct drm_vsvm_pte pte;
@@ -169,12 +367,27 @@ uint32_t vsvm_pte_flags(int fd, uint32_t vm, const void *addr)
 	return pte.flags;
 }
 
+/**
+ * vsvm_stats:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @stats: out: the counters
+ *
+ * Reads the counters of a VM and its device, asserting success.
+ */
 void vsvm_stats(int fd, uint32_t vm, struct drm_vsvm_stats *stats)
 {
 	*stats = (struct drm_vsvm_stats){ .vm_id = vm };
 	do_ioctl(fd, DRM_IOCTL_VSVM_STATS, stats);
 }
 
+/**
+ * vsvm_inject:
+ * @fd: a vsvm device
+ * @inject: the settings
+ *
+ * Sets the fault injection of the device, asserting success.
+ */
 void vsvm_inject(int fd, const struct drm_vsvm_inject *inject)
 {
 	struct drm_vsvm_inject copy = *inject;
@@ -182,7 +395,15 @@ void vsvm_inject(int fd, const struct drm_vsvm_inject *inject)
 	do_ioctl(fd, DRM_IOCTL_VSVM_INJECT, &copy);
 }
 
-/* The CPU's sum of the bytes of a span: what a GPU read must return. */
+/**
+ * vsvm_cpu_sum:
+ * @addr: the span
+ * @size: its size
+ *
+ * Sums the bytes of a span on the CPU: what a GPU read must return.
+ *
+ * Returns: the sum.
+ */
 uint64_t vsvm_cpu_sum(const void *addr, uint64_t size)
 {
 	const uint8_t *p = addr;
@@ -193,7 +414,17 @@ uint64_t vsvm_cpu_sum(const void *addr, uint64_t size)
 	return sum;
 }
 
-/* An anonymous or shared mapping aligned to @align, asserted to succeed. */
+/**
+ * vsvm_aligned_mmap:
+ * @size: the size
+ * @align: the alignment, a power of two
+ * @prot: as for mmap()
+ * @flags: as for mmap(), anonymous
+ *
+ * Maps anonymous memory aligned to @align, asserting success.
+ *
+ * Returns: the mapping.
+ */
 void *vsvm_aligned_mmap(uint64_t size, uint64_t align, int prot, int flags)
 {
 	uint8_t *raw = mmap(NULL, size + align, prot, flags, -1, 0);
@@ -207,7 +438,13 @@ void *vsvm_aligned_mmap(uint64_t size, uint64_t align, int prot, int flags)
 	return (void *)start;
 }
 
-/* Kilobytes of AnonHugePages (PMD-mapped THP) in this process. */
+/**
+ * vsvm_anon_huge_kb:
+ *
+ * Reads how much of this process is PMD-mapped transparent huge pages.
+ *
+ * Returns: AnonHugePages of /proc/self/smaps_rollup, in kB.
+ */
 long vsvm_anon_huge_kb(void)
 {
 	FILE *f = fopen("/proc/self/smaps_rollup", "r");
