@@ -384,17 +384,13 @@ int main(void)
 			.addr = (uintptr_t)g, .size = SZ_2M, .vm_id = create.vm_id,
 			.region = DRM_VSVM_REGION_VRAM,
 		};
-		struct drm_vsvm_inject inj = { .fail_allocs = 1 };
 		uint64_t moved[3];
 		int k;
 
 		memset(g, 0x11, SZ_2M);
 		for (k = 0; k < 3; k++) {
-			if (k == 1)
-				inj = (struct drm_vsvm_inject){ .fail_copies = 1 };
-			if (k == 2)
-				inj = (struct drm_vsvm_inject){ 0 };
-			ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
+			if (k < 2)
+				vsvm_fail(fd, k == 0 ? "fail_alloc" : "fail_copy", 1);
 			pf.pages_moved = 0;
 			moved[k] = ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf) ? ~0ULL : pf.pages_moved;
 		}
@@ -407,8 +403,7 @@ int main(void)
 			pf.region = DRM_VSVM_REGION_SYSTEM;
 			pf.pages_moved = 0;
 			ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf);
-			inj = (struct drm_vsvm_inject){ .partial_migrations = 1 };
-			ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
+			vsvm_fail(fd, "partial_migration", 1);
 			pf.region = DRM_VSVM_REGION_VRAM;
 			pf.pages_moved = 0;
 			status = ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf);
@@ -419,17 +414,15 @@ int main(void)
 			      pte[1].flags & DRM_VSVM_PTE_VRAM,
 			      "a partial migration leaves a mixed range the GPU reads in whole");
 		}
-		inj = (struct drm_vsvm_inject){ .fault_delay_us = 2000 };
-		ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
+		vsvm_knob(fd, "fault_delay_us", "2000");
+		vsvm_fail(fd, "delay_fault", 1);
 		status = run(fd, create.vm_id, DRM_VSVM_OP_READ, g + SZ_2M / 2, PAGE, 0, NULL,
 			     &sum);
-		inj.fault_delay_us = 0;
-		ioctl(fd, DRM_IOCTL_VSVM_INJECT, &inj);
+		vsvm_fail(fd, "delay_fault", 0);
 		check(status == 0 && sum == 0x11UL * PAGE && g[0] == 0x11,
 		      "a delayed fault handler still resolves the fault");
-		inj.fault_delay_us = 1000000;
-		check(expect_errno(fd, DRM_IOCTL_VSVM_INJECT, &inj, EINVAL),
-		      "an excessive delay is EINVAL");
+		check(vsvm_knob(fd, "fault_delay_us", "soon") == -1 && errno == EINVAL,
+		      "the delay knob takes only a number (EINVAL)");
 	}
 
 	/* Bad input is refused. */

@@ -30,6 +30,11 @@ extern "C" {
  * a child that inherited the file across fork(), or a process the file was
  * passed to. That process creates a VM of its own with VM_CREATE. A @vm_id
  * that names no VM of the file fails with -ENOENT.
+ *
+ * No ioctl changes the device for other processes. Faults are injected for
+ * tests through the kernel's fault-injection framework, by root, in debugfs:
+ * vsvm/<device>/{fail_alloc,fail_copy,partial_migration,delay_fault}/ and
+ * vsvm/<device>/fault_delay_us.
  */
 
 /**
@@ -318,35 +323,6 @@ struct drm_vsvm_snapshot {
 };
 
 /**
- * struct drm_vsvm_inject - Fault injection on the device, for tests.
- *
- * Each call replaces the device's settings.
- */
-struct drm_vsvm_inject {
-	/** @fail_allocs: The next this many VRAM allocations fail (-ENOSPC). */
-	__u32 fail_allocs;
-
-	/** @fail_copies: The next this many copies to VRAM fail (-EIO). */
-	__u32 fail_copies;
-
-	/** @fault_delay_us: Delay of the GPU fault handler, up to 100000. */
-	__u32 fault_delay_us;
-
-	/** @flags: Must be zero. */
-	__u32 flags;
-
-	/**
-	 * @partial_migrations: The next this many migrations to VRAM end
-	 * partial: the first page that moved is sent back to system memory,
-	 * leaving the range mixed.
-	 */
-	__u32 partial_migrations;
-
-	/** @pad: Must be zero. */
-	__u32 pad;
-};
-
-/**
  * struct drm_vsvm_stats - Counters of a VM and of its device.
  */
 struct drm_vsvm_stats {
@@ -431,7 +407,6 @@ struct drm_vsvm_stats {
 #define DRM_VSVM_MADVISE		0x05
 #define DRM_VSVM_SNAPSHOT		0x06
 #define DRM_VSVM_WAIT			0x07
-#define DRM_VSVM_INJECT			0x08
 
 /* Note: this is an enum so that it can be resolved by Rust bindgen. */
 enum {
@@ -451,8 +426,6 @@ enum {
 						  struct drm_vsvm_snapshot),
 	DRM_IOCTL_VSVM_WAIT		= DRM_IOWR(DRM_COMMAND_BASE + DRM_VSVM_WAIT,
 						   struct drm_vsvm_wait),
-	DRM_IOCTL_VSVM_INJECT		= DRM_IOW(DRM_COMMAND_BASE + DRM_VSVM_INJECT,
-						  struct drm_vsvm_inject),
 };
 
 #if defined(__cplusplus)

@@ -206,7 +206,7 @@ static void test_partial_injected(void)
 	uint8_t *p = fresh(SZ_2M);
 	uint64_t sum = vsvm_cpu_sum(p, SZ_2M);
 
-	vsvm_inject(fd, &(struct drm_vsvm_inject){ .partial_migrations = 1 });
+	vsvm_fail(fd, "partial_migration", 1);
 	igt_assert_eq_u64(vsvm_prefetch(fd, vm, p, SZ_2M, DRM_VSVM_REGION_VRAM), SZ_2M / PAGE - 1);
 	igt_assert_eq_u64(vsvm_read(fd, vm, p, SZ_2M), sum);
 	igt_assert(!in_vram(p) && in_vram(p + PAGE));
@@ -221,14 +221,14 @@ static void test_failed_migration(bool copy)
 {
 	uint8_t *p = fresh(SZ_2M);
 	uint64_t sum = vsvm_cpu_sum(p, SZ_2M), moved = 1;
-	struct drm_vsvm_inject inj = { .fail_allocs = !copy, .fail_copies = copy };
+	const char *fault = copy ? "fail_copy" : "fail_alloc";
 
-	vsvm_inject(fd, &inj);
+	vsvm_fail(fd, fault, 1);
 	igt_assert_eq(__vsvm_prefetch(fd, vm, p, SZ_2M, DRM_VSVM_REGION_VRAM, &moved), 0);
 	igt_assert_eq_u64(moved, 0);
 	igt_assert(!gpu_check(p, SZ_2M, sum));
 	/* A preferred-VRAM fault that cannot migrate still maps system memory. */
-	vsvm_inject(fd, &inj);
+	vsvm_fail(fd, fault, 1);
 	vsvm_madvise(fd, vm, p, SZ_2M, DRM_VSVM_REGION_VRAM, DRM_VSVM_ATOMIC_EXCLUSIVE);
 	mprotect(p, SZ_2M, PROT_READ);
 	mprotect(p, SZ_2M, PROT_READ | PROT_WRITE);

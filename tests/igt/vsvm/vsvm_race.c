@@ -122,6 +122,89 @@ static void test_processes(bool shared)
 	munmap(buf, THREADS * slice);
 }
 
+/* A seeded xorshift, for the intruder's reproducible choices. */
+static uint64_t next_random(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
+
+/* The workload of test_isolation(): each round's bytes, by the GPU and the CPU. */
+static void checked_workload(int cfd, uint32_t cvm, uint8_t *buf, uint64_t size)
+{
+	for (int r = 1; r <= 8; r++) {
+		vsvm_write(cfd, cvm, buf, size, (uint8_t)r);
+		igt_assert_eq_u64(vsvm_read(cfd, cvm, buf, size), r * size);
+		vsvm_prefetch(cfd, cvm, buf, size, DRM_VSVM_REGION_VRAM);
+		igt_assert_eq_u64(vsvm_read(cfd, cvm, buf, size), r * size);
+		igt_assert_eq(buf[size - 1], r);
+	}
+}
+
+/* The intruder of test_isolation(): every ioctl, random arguments, made-up ids. */
+static void intruder(int cfd, uint32_t cvm, uint8_t *buf, uint64_t size)
+{
+	uint64_t state = 0x9e3779b97f4a7c15ULL, moved, sum;
+
+	for (int r = 0; r < 400; r++) {
+		uint64_t pick = next_random(&state);
+		uint8_t *at = buf + (pick >> 8) % size;
+		uint64_t len = (pick >> 32) % (2 * size) + 1;
+		uint32_t id = pick & 1 ? cvm : (uint32_t)(pick >> 40);
+
+		switch (pick % 6) {
+		case 0:
+			__vsvm_write(cfd, id, at, len, (uint8_t)pick);
+			break;
+		case 1:
+			__vsvm_read(cfd, id, at, len, &sum);
+			break;
+		case 2:
+			__vsvm_prefetch(cfd, id, buf, size, (pick >> 3) % 3, &moved);
+			break;
+		case 3:
+			__vsvm_wait(cfd, id, pick >> 16, 0, NULL);
+			break;
+		case 4:
+			igt_ioctl(cfd, DRM_IOCTL_VSVM_MADVISE, &((struct drm_vsvm_madvise){
+				.addr = (uintptr_t)at & ~(PAGE - 1), .size = PAGE, .vm_id = id,
+				.preferred = (pick >> 3) % 3, .atomic = (pick >> 5) % 3 }));
+			break;
+		default:
+			igt_ioctl(cfd, DRM_IOCTL_VSVM_VM_DESTROY,
+				  &((struct drm_vsvm_vm_destroy){ .vm_id = id + 1 }));
+			break;
+		}
+	}
+}
+
+/*
+ * One process tries every ioctl with random arguments, on its own VMs and on
+ * ids it makes up, pressing on VRAM; another runs a checked workload on the
+ * same device, which must see no error and no wrong byte.
+ */
+static void test_isolation(void)
+{
+	const uint64_t size = 4 * SZ_2M;
+
+	igt_fork(child, 2) {
+		int cfd = drm_open_driver_render(DRIVER_VSVM);
+		uint32_t cvm = vsvm_vm_create(cfd);
+		uint8_t *buf = vsvm_aligned_mmap(size, SZ_2M, PROT_READ | PROT_WRITE,
+						 MAP_PRIVATE | MAP_ANONYMOUS);
+
+		if (child == 0)
+			checked_workload(cfd, cvm, buf, size);
+		else
+			intruder(cfd, cvm, buf, size);
+		munmap(buf, size);
+		drm_close_driver(cfd);
+	}
+	igt_waitchildren();
+}
+
 /* munmap while a job works on the memory: the job ends with 0 or EFAULT. */
 static void test_munmap_vs_job(bool vram)
 {
@@ -298,6 +381,9 @@ igt_main
 	igt_describe("A process is killed with a job in flight");
 	igt_subtest("killed-with-job")
 		test_exit_with_job(true);
+	igt_describe("A process trying every ioctl changes nothing for another's workload");
+	igt_subtest("isolation")
+		test_isolation();
 	igt_describe("The VM and the file go while jobs run");
 	igt_subtest("close-with-job")
 		test_close_with_job();

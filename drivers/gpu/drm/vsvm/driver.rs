@@ -121,17 +121,17 @@ impl VsvmData {
             .checked_mul(1 << 20)
             .filter(|&s| s > 0)
             .ok_or(EINVAL)?;
+        let dir = debugfs.subdir(name);
         let vram = Arc::pin_init(
             DeviceMemory::new(
                 size,
                 DeviceOwner::from_ref(&*owner),
                 c"vsvm-vram",
-                Vram::new(size, queues.clone())?,
+                Vram::new(size, queues.clone(), &dir)?,
                 CpuAccess,
             )?,
             GFP_KERNEL,
         )?;
-        let dir = debugfs.subdir(name);
         let shown = vram.clone();
         let queues = queues.clone();
         Ok(try_pin_init!(Self {
@@ -172,7 +172,6 @@ impl drm::Driver for VsvmDriver {
         (VSVM_MADVISE, drm_vsvm_madvise, ioctl::RENDER_ALLOW, File::madvise),
         (VSVM_SNAPSHOT, drm_vsvm_snapshot, ioctl::RENDER_ALLOW, File::snapshot),
         (VSVM_WAIT, drm_vsvm_wait, ioctl::RENDER_ALLOW, File::wait),
-        (VSVM_INJECT, drm_vsvm_inject, ioctl::RENDER_ALLOW, File::inject),
     }
 }
 

@@ -13,7 +13,6 @@ use kernel::{
     prelude::*,
     sizes::SZ_64K,
     sync::{
-        atomic::Relaxed,
         Arc,
         Mutex, //
     },
@@ -35,9 +34,6 @@ use crate::{
         Vm, //
     },
 };
-
-/// The longest fault handler delay that can be injected, in microseconds.
-const MAX_FAULT_DELAY_US: u32 = 100_000;
 
 /// The most VMs one file may have.
 const MAX_VMS: usize = 64;
@@ -338,25 +334,6 @@ impl File {
         UserSlice::new(UserPtr::from_addr(usize::try_from(req.ptes)?), bytes.len())
             .writer()
             .write_slice(&bytes)?;
-        Ok(0)
-    }
-
-    /// IOCTL: set the faults to inject into the device, for tests.
-    pub(crate) fn inject(
-        dev: &VsvmDevice,
-        req: &mut uapi::drm_vsvm_inject,
-        _file: &drm::File<File>,
-    ) -> Result<u32> {
-        if req.flags != 0 || req.pad != 0 || req.fault_delay_us > MAX_FAULT_DELAY_US {
-            return Err(EINVAL);
-        }
-        let inject = &dev.vram.device().inject;
-        inject.fail_allocs.store(req.fail_allocs, Relaxed);
-        inject.fail_copies.store(req.fail_copies, Relaxed);
-        inject.fault_delay_us.store(req.fault_delay_us, Relaxed);
-        inject
-            .partial_migrations
-            .store(req.partial_migrations, Relaxed);
         Ok(0)
     }
 

@@ -41,10 +41,7 @@ use kernel::{
         Mutex,
         RwSemaphore, //
     },
-    time::{
-        delay::fsleep,
-        Delta, //
-    },
+    time::delay::fsleep,
     uapi, //
 };
 
@@ -61,7 +58,6 @@ use crate::{
         Pte, //
     },
     vram::{
-        Inject,
         Vram,
         VramBlocks, //
     },
@@ -288,9 +284,8 @@ impl Vm {
     /// Resolves a GPU fault at `addr`: finds or inserts the range, reads its pages and binds
     /// them, with the proof that they are still valid.
     fn resolve(&self, addr: usize, access: Access) -> Result {
-        let delay = self.vram.device().inject.fault_delay_us.load(Relaxed);
-        if delay > 0 {
-            fsleep(Delta::from_micros(delay.into()));
+        if let Some(delay) = self.vram.device().faults.fault_delay() {
+            fsleep(delay);
         }
         let svm = &self.svm;
         svm.collect_garbage();
@@ -647,7 +642,7 @@ impl Vm {
     /// leaving the range mixed (a huge page is split for it).
     fn migrate(&self, range: &Range<Mirror>) -> usize {
         let moved = self.svm.migrate_to_vram(range, &self.vram).unwrap_or(0);
-        if moved == 0 || !Inject::take(&self.vram.device().inject.partial_migrations) {
+        if moved == 0 || !self.vram.device().faults.partial_migration.should_fail() {
             return moved;
         }
         let first = range.span().start..range.span().start + PAGE_SIZE;

@@ -7,10 +7,12 @@
 
 use core::ops::Range;
 use kernel::{
+    debugfs,
     drm::gpusvm::{
         DeviceMemory,
         FreePages, //
     },
+    fault_inject::FaultAttr,
     gpu::buddy::{
         AllocatedBlocks,
         GpuBuddy,
@@ -85,25 +87,47 @@ struct Shared {
     next_id: Atomic<u64>,
 }
 
-/// Faults to inject, for tests: counts of operations to fail, and a delay.
-pub(crate) struct Inject {
-    pub(crate) fail_allocs: Atomic<u32>,
-    pub(crate) fail_copies: Atomic<u32>,
-    pub(crate) fault_delay_us: Atomic<u32>,
-    pub(crate) partial_migrations: Atomic<u32>,
+/// The longest GPU fault delay that can be injected, in microseconds.
+const MAX_FAULT_DELAY_US: u32 = 100_000;
+
+/// Faults to inject, for tests of the error paths: fault-injection attributes whose knobs root
+/// sets in debugfs, in `vsvm/<device>/<name>/` (Documentation/fault-injection/), device-wide.
+pub(crate) struct Faults {
+    /// VRAM allocations fail with `ENOSPC`.
+    pub(crate) fail_alloc: Pin<KBox<debugfs::File<FaultAttr>>>,
+    /// Copies to VRAM fail with `EIO`.
+    pub(crate) fail_copy: Pin<KBox<debugfs::File<FaultAttr>>>,
+    /// Migrations to VRAM end partial: the first page that moved goes back to system memory.
+    pub(crate) partial_migration: Pin<KBox<debugfs::File<FaultAttr>>>,
+    /// GPU faults are handled late, by `fault_delay_us`.
+    delay_fault: Pin<KBox<debugfs::File<FaultAttr>>>,
+    /// The delay of `delay_fault` in microseconds, up to `MAX_FAULT_DELAY_US`.
+    fault_delay_us: Pin<KBox<debugfs::File<Atomic<u32>>>>,
 }
 
-impl Inject {
-    /// Takes one from `count` if it is not zero; returns whether it was.
-    pub(crate) fn take(count: &Atomic<u32>) -> bool {
-        let mut left = count.load(Relaxed);
-        while left > 0 {
-            match count.cmpxchg(left, left - 1, Relaxed) {
-                Ok(_) => return true,
-                Err(now) => left = now,
-            }
+impl Faults {
+    /// The faults of a device, with their knobs in `dir`.
+    fn new(dir: &debugfs::Dir) -> Result<Self> {
+        let attr = |name| KBox::pin_init(dir.fault_attr(name, FaultAttr::new()), GFP_KERNEL);
+        Ok(Self {
+            fail_alloc: attr(c"fail_alloc")?,
+            fail_copy: attr(c"fail_copy")?,
+            partial_migration: attr(c"partial_migration")?,
+            delay_fault: attr(c"delay_fault")?,
+            fault_delay_us: KBox::pin_init(
+                dir.read_write_file(c"fault_delay_us", Atomic::new(0u32)),
+                GFP_KERNEL,
+            )?,
+        })
+    }
+
+    /// How late the GPU fault at hand is to be handled, if at all.
+    pub(crate) fn fault_delay(&self) -> Option<Delta> {
+        if !self.delay_fault.should_fail() {
+            return None;
         }
-        false
+        let us = self.fault_delay_us.load(Relaxed).min(MAX_FAULT_DELAY_US);
+        Some(Delta::from_micros(us.into()))
     }
 }
 
@@ -113,13 +137,14 @@ pub(crate) struct Vram {
     backing: KVVec<Page>,
     shared: Arc<Shared>,
     queues: Arc<Queues>,
-    pub(crate) inject: Inject,
+    pub(crate) faults: Faults,
 }
 
 impl Vram {
     /// `size` bytes of VRAM, all free, zeroed: no stale kernel data can reach a process through
-    /// it. Freed blocks go back to the allocator from `queues`.
-    pub(crate) fn new(size: usize, queues: Arc<Queues>) -> Result<Self> {
+    /// it. Freed blocks go back to the allocator from `queues`; the knobs of its faults are in
+    /// `dir`.
+    pub(crate) fn new(size: usize, queues: Arc<Queues>, dir: &debugfs::Dir) -> Result<Self> {
         let npages = size / PAGE_SIZE;
         let mut backing = KVVec::with_capacity(npages, GFP_KERNEL)?;
         for _ in 0..npages {
@@ -145,12 +170,7 @@ impl Vram {
             backing,
             shared,
             queues,
-            inject: Inject {
-                fail_allocs: Atomic::new(0),
-                fail_copies: Atomic::new(0),
-                fault_delay_us: Atomic::new(0),
-                partial_migrations: Atomic::new(0),
-            },
+            faults: Faults::new(dir)?,
         })
     }
 
@@ -245,7 +265,7 @@ impl Vram {
         mem: &DeviceMemory<Mirror>,
         npages: usize,
     ) -> Result<(VramBlocks, FreePages)> {
-        if Inject::take(&mem.device().inject.fail_allocs) {
+        if mem.device().faults.fail_alloc.should_fail() {
             return Err(ENOSPC);
         }
         // CAST: Memory sizes fit in 64 bits.
@@ -333,7 +353,7 @@ impl Vram {
         dst: &[usize],
         src: &[Option<BorrowedPage<'_>>],
     ) -> Result {
-        if Inject::take(&mem.device().inject.fail_copies) {
+        if mem.device().faults.fail_copy.should_fail() {
             return Err(EIO);
         }
         for (&pfn, page) in dst.iter().zip(src) {

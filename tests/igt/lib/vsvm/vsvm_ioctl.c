@@ -8,7 +8,11 @@
  * Wrappers of the vsvm ioctls in the style of lib/xe/xe_ioctl: the __ variants
  * return the error, the others assert success.
  */
+#include <fcntl.h>
+#include <limits.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "igt.h"
 #include "vsvm_ioctl.h"
@@ -381,18 +385,49 @@ void vsvm_stats(int fd, uint32_t vm, struct drm_vsvm_stats *stats)
 	do_ioctl(fd, DRM_IOCTL_VSVM_STATS, stats);
 }
 
-/**
- * vsvm_inject:
- * @fd: a vsvm device
- * @inject: the settings
- *
- * Sets the fault injection of the device, asserting success.
- */
-void vsvm_inject(int fd, const struct drm_vsvm_inject *inject)
+/* Writes @value to file @name of directory @dfd, asserting success. */
+static void knob(int dfd, const char *name, const char *value)
 {
-	struct drm_vsvm_inject copy = *inject;
+	int fd = openat(dfd, name, O_WRONLY);
 
-	do_ioctl(fd, DRM_IOCTL_VSVM_INJECT, &copy);
+	igt_assert_f(fd >= 0, "%s: %s\n", name, strerror(errno));
+	igt_assert_eq(write(fd, value, strlen(value)), (ssize_t)strlen(value));
+	close(fd);
+}
+
+/**
+ * vsvm_fail:
+ * @fd: a vsvm device
+ * @fault: "fail_alloc", "fail_copy", "partial_migration" or "delay_fault"
+ * @times: how many of the next operations fail; 0 stops it
+ *
+ * Injects faults into the device of @fd through its fault-injection knobs in
+ * debugfs, vsvm/<device>/@fault/ (root only). Skips the test without them.
+ */
+void vsvm_fail(int fd, const char *fault, int times)
+{
+	char dir[PATH_MAX], link[PATH_MAX], dev[256], n[16];
+	const char *name;
+	struct stat st;
+	ssize_t len;
+	int dfd;
+
+	igt_assert_eq(fstat(fd, &st), 0);
+	snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/device", major(st.st_rdev),
+		 minor(st.st_rdev));
+	len = readlink(link, dev, sizeof(dev) - 1);
+	igt_assert(len > 0);
+	dev[len] = 0;
+	name = strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev;
+	snprintf(dir, sizeof(dir), "/sys/kernel/debug/vsvm/%s/%s", name, fault);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	igt_require_f(dfd >= 0, "no fault injection knobs in %s\n", dir);
+	snprintf(n, sizeof(n), "%d", times);
+	knob(dfd, "verbose", "0");
+	knob(dfd, "interval", "1");
+	knob(dfd, "probability", times ? "100" : "0");
+	knob(dfd, "times", n);
+	close(dfd);
 }
 
 /**

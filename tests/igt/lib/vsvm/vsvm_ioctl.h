@@ -37,7 +37,7 @@ void vsvm_snapshot(int fd, uint32_t vm, const void *addr, uint64_t pages,
 		   struct drm_vsvm_pte *ptes);
 uint32_t vsvm_pte_flags(int fd, uint32_t vm, const void *addr);
 void vsvm_stats(int fd, uint32_t vm, struct drm_vsvm_stats *stats);
-void vsvm_inject(int fd, const struct drm_vsvm_inject *inject);
+void vsvm_fail(int fd, const char *fault, int times);
 
 uint64_t vsvm_cpu_sum(const void *addr, uint64_t size);
 void *vsvm_aligned_mmap(uint64_t size, uint64_t align, int prot, int flags);
