@@ -50,8 +50,9 @@ use crate::{
 ///
 /// # Invariants
 ///
-/// `inner` is an initialized `struct fault_attr`.
-#[pin_data]
+/// `inner` is an initialized `struct fault_attr`. Its `dname` is null, or a reference to the
+/// directory of its debugfs knobs that it holds.
+#[pin_data(PinnedDrop)]
 pub struct FaultAttr {
     #[pin]
     inner: Opaque<bindings::fault_attr>,
@@ -116,9 +117,24 @@ impl FaultAttr {
         }
     }
 
-    /// The attribute, for the debugfs knobs.
+    /// The attribute, for the debugfs knobs. `fault_create_debugfs_attr` stores a reference to
+    /// their directory in it, which the attribute drops with itself.
     #[cfg(CONFIG_FAULT_INJECTION_DEBUG_FS)]
     pub(crate) fn as_raw(&self) -> *mut bindings::fault_attr {
         self.inner.get()
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for FaultAttr {
+    fn drop(self: Pin<&mut Self>) {
+        // The knobs' directory is removed by now (`Dir::fault_attr` drops it first); the reference
+        // the attribute holds for its messages goes with it.
+        #[cfg(CONFIG_FAULT_INJECTION_DEBUG_FS)]
+        // SAFETY: `inner` is initialized, and `dname` is null or a reference the attribute holds
+        // (type invariants); nothing uses the attribute any more.
+        unsafe {
+            bindings::dput((*self.inner.get()).dname)
+        };
     }
 }

@@ -33,6 +33,7 @@
 #define CALLS 4000 /* per thread */
 #define SCRATCH (1UL << 20)
 #define PAGE 4096UL
+#define TOP (1ULL << 47)
 
 static uint64_t seed = 1;
 
@@ -41,6 +42,8 @@ struct fuzzer {
 	uint64_t state;
 	int fd;
 	int id;
+	uint32_t vms[2];
+	struct fuzzer *other;
 	uint8_t *scratch;
 	uint64_t ok, errors[140];
 };
@@ -71,6 +74,12 @@ static uint64_t addr(struct fuzzer *f)
 	default:
 		return rnd(f);
 	}
+}
+
+/* A VM id: mostly one of the VMs made at the start, else a small made-up one. */
+static uint32_t vm_id(struct fuzzer *f)
+{
+	return rnd(f) % 4 ? f->vms[rnd(f) % 2] : rnd(f) % 4;
 }
 
 /* Shapes @arg as the struct of ioctl @nr, with small ids and mostly-zero fields. */
@@ -106,7 +115,7 @@ static unsigned int shape(struct fuzzer *f, unsigned int nr, uint64_t *arg,
 		}
 		e->ops = rnd(f) % 8 ? (uintptr_t)ops : rnd(f);
 		e->count = rnd(f) % 10;
-		e->vm_id = rnd(f) % 4;
+		e->vm_id = vm_id(f);
 		e->flags = rnd(f) % 2 ? DRM_VSVM_EXEC_ASYNC : 0;
 		break;
 	}
@@ -122,7 +131,7 @@ static unsigned int shape(struct fuzzer *f, unsigned int nr, uint64_t *arg,
 
 		p->addr = addr(f) & ~(PAGE - 1);
 		p->size = (rnd(f) % 64) * PAGE;
-		p->vm_id = rnd(f) % 4;
+		p->vm_id = vm_id(f);
 		p->region = rnd(f) % 3;
 		break;
 	}
@@ -131,7 +140,7 @@ static unsigned int shape(struct fuzzer *f, unsigned int nr, uint64_t *arg,
 
 		m->addr = addr(f) & ~(PAGE - 1);
 		m->size = (rnd(f) % 64) * PAGE;
-		m->vm_id = rnd(f) % 4;
+		m->vm_id = vm_id(f);
 		m->preferred = rnd(f) % 3;
 		m->atomic = rnd(f) % 3;
 		break;
@@ -142,7 +151,7 @@ static unsigned int shape(struct fuzzer *f, unsigned int nr, uint64_t *arg,
 		sn->addr = addr(f) & ~(PAGE - 1);
 		sn->pages = rnd(f) % 40;
 		sn->ptes = rnd(f) % 8 ? (uintptr_t)ptes : rnd(f);
-		sn->vm_id = rnd(f) % 4;
+		sn->vm_id = vm_id(f);
 		break;
 	}
 	case DRM_VSVM_WAIT: {
@@ -150,11 +159,12 @@ static unsigned int shape(struct fuzzer *f, unsigned int nr, uint64_t *arg,
 
 		w->job_id = rnd(f) % 8;
 		w->timeout_ns = rnd(f) % 2 ? 0 : 1000000;
-		w->vm_id = rnd(f) % 4;
+		w->vm_id = vm_id(f);
 		break;
 	}
 	default:
-		arg[0] &= 3;
+		/* VM_DESTROY and STATS: the id comes first. */
+		arg[0] = vm_id(f);
 		break;
 	}
 	return sizes[nr];
@@ -201,14 +211,19 @@ static void *fuzz_thread(void *arg)
 		if (f->id % THREADS || i != CALLS / 3)
 			continue;
 		if (fork() == 0) {
+			/* The parent's VMs are not ours: each use is EACCES. */
 			f->state ^= 0x5bd1e995;
+			memset(f->errors, 0, sizeof(f->errors));
 			for (i = 0; i < CALLS / 4; i++)
 				fuzz_one(f);
+			printf("vsvm-fuzz: a child of process %d: %ld calls, EACCES %llu\n",
+			       f->id / THREADS, i, (unsigned long long)f->errors[EACCES]);
 			_exit(0);
 		}
-		for (uint32_t vm = 0; vm < 4; vm++)
+		/* The VMs the other thread runs jobs on go. */
+		for (int v = 0; v < 2; v++)
 			ioctl(f->fd, DRM_IOCTL_VSVM_VM_DESTROY, &(struct drm_vsvm_vm_destroy){
-				.vm_id = vm });
+				.vm_id = f->other->vms[v] });
 	}
 	if (f->id % THREADS == 0) {
 		close(f->fd);
@@ -231,8 +246,17 @@ static int fuzz_process(int p)
 	if (fd < 0 || scratch == MAP_FAILED)
 		return 1;
 	for (k = 0; k < THREADS; k++) {
-		f[k] = (struct fuzzer){ .fd = fd, .id = p * THREADS + k, .scratch = scratch };
+		f[k] = (struct fuzzer){ .fd = fd, .id = p * THREADS + k, .scratch = scratch,
+					.other = &f[(k + 1) % THREADS] };
 		f[k].state = seed * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(f[k].id + 1) << 32;
+		for (int v = 0; v < 2; v++) {
+			struct drm_vsvm_vm_create c = { .start = PAGE, .size = TOP - PAGE };
+
+			ioctl(fd, DRM_IOCTL_VSVM_VM_CREATE, &c);
+			f[k].vms[v] = c.vm_id;
+		}
+	}
+	for (k = 0; k < THREADS; k++) {
 		if (pthread_create(&t[k], NULL, fuzz_thread, &f[k]))
 			return 1;
 	}
