@@ -31,6 +31,15 @@ extern "C" {
  * passed to. That process creates a VM of its own with VM_CREATE. A @vm_id
  * that names no VM of the file fails with -ENOENT.
  *
+ * The errors of the ioctls themselves (the status of a job is another
+ * matter, see &struct drm_vsvm_exec): -EINVAL (flags, fields or spans),
+ * -ENOENT (no such VM or job, or a span without a VMA), -EACCES (another
+ * address space's VM), -ENOSPC (no VM, job or attribute slot left), -E2BIG
+ * (a job of more than DRM_VSVM_MAX_OPS operations, a snapshot of more than
+ * 4096 pages), -EFAULT (an argument or result that cannot be read or
+ * written, or an exiting process), -EIO (prefetch of VM_IO or VM_PFNMAP
+ * memory), -ETIMEDOUT and -ERESTARTSYS (WAIT), -ENOMEM.
+ *
  * No ioctl changes the device for other processes. Faults are injected for
  * tests through the kernel's fault-injection framework, by root, in debugfs:
  * vsvm/<device>/{fail_alloc,fail_copy,partial_migration,delay_fault}/ and
