@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,8 +123,8 @@ static unsigned int shape(struct fuzzer *f, unsigned int nr, uint64_t *arg,
 	case DRM_VSVM_VM_CREATE: {
 		struct drm_vsvm_vm_create *c = (void *)arg;
 
-		c->start = rnd(f) % 2 ? PAGE : addr(f);
-		c->size = rnd(f) % 2 ? (1ULL << 46) : rnd(f);
+		c->start = rnd(f) % 4 ? PAGE : addr(f);
+		c->size = rnd(f) % 4 ? (1ULL << 46) : rnd(f);
 		break;
 	}
 	case DRM_VSVM_PREFETCH: {
@@ -181,17 +182,27 @@ static void fuzz_one(struct fuzzer *f)
 	uint64_t arg[32];
 	unsigned int nr = rnd(f) % 9, size = rnd(f) % (sizeof(arg) + 1), k;
 	unsigned int dir = dirs[rnd(f) % 4];
+	bool shaped;
 
 	for (k = 0; k < 32; k++)
 		arg[k] = rnd(f);
-	if (nr < 8 && rnd(f) % 4) {
+	shaped = nr < 8 && rnd(f) % 4;
+	if (shaped) {
 		dir = _IOC_READ | _IOC_WRITE;
 		size = shape(f, nr, arg, ops, ptes);
 	}
-	if (ioctl(f->fd, _IOC(dir, DRM_IOCTL_BASE, DRM_COMMAND_BASE + nr, size), arg) == 0)
-		f->ok++;
-	else
+	if (ioctl(f->fd, _IOC(dir, DRM_IOCTL_BASE, DRM_COMMAND_BASE + nr, size), arg)) {
 		f->errors[errno < 140 ? errno : 0]++;
+		return;
+	}
+	f->ok++;
+	/* Shaped calls destroy VMs: the new ones take their place. */
+	if (shaped && nr == DRM_VSVM_VM_CREATE) {
+		struct drm_vsvm_vm_create c;
+
+		memcpy(&c, arg, sizeof(c));
+		f->vms[rnd(f) % 2] = c.vm_id;
+	}
 }
 
 /*
