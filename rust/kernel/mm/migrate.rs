@@ -162,11 +162,8 @@ impl SystemFolio {
     /// Zeroed so that no stale kernel data reaches the process whatever the caller copies into
     /// it before giving it to a migration.
     pub fn alloc() -> Result<Self> {
-        let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_ZERO;
-        // SAFETY: Allocating an order-0 page has no requirements.
-        let page = unsafe { bindings::alloc_pages(gfp, 0) };
-        // SAFETY: The page is new: nobody else can hold its lock.
-        unsafe { Self::lock(page, 0) }
+        // SAFETY: `__GFP_ZERO` writes all of the page.
+        unsafe { Self::alloc_order(0, bindings::__GFP_ZERO) }
     }
 
     /// Allocates and locks a zeroed, movable folio of [`PMD_ORDER`], to take a compound entry
@@ -175,16 +172,55 @@ impl SystemFolio {
     /// It may reclaim or compact memory to find one, and fails with [`ENOMEM`] without a warning:
     /// a caller that can falls back to single pages then.
     pub fn alloc_huge() -> Result<Self> {
-        let gfp = bindings::GFP_HIGHUSER_MOVABLE | bindings::__GFP_NOWARN | bindings::__GFP_ZERO;
+        // SAFETY: `__GFP_ZERO` writes all of the folio.
+        unsafe { Self::alloc_order(PMD_ORDER, bindings::__GFP_ZERO) }
+    }
+
+    /// Allocates and locks a movable system memory page as [`SystemFolio::alloc`] does, but not
+    /// zeroed: for a copy that writes all of it, which would otherwise write it twice.
+    ///
+    /// # Safety
+    ///
+    /// The caller writes all of the page before giving the folio to a migration: until then it
+    /// holds stale kernel data, which the process would see.
+    pub unsafe fn alloc_unzeroed() -> Result<Self> {
+        // SAFETY: The safety requirements.
+        unsafe { Self::alloc_order(0, 0) }
+    }
+
+    /// Allocates and locks a folio as [`SystemFolio::alloc_huge`] does, but not zeroed.
+    ///
+    /// # Safety
+    ///
+    /// As for [`SystemFolio::alloc_unzeroed`], for every page of the folio.
+    pub unsafe fn alloc_huge_unzeroed() -> Result<Self> {
+        // SAFETY: The safety requirements.
+        unsafe { Self::alloc_order(PMD_ORDER, 0) }
+    }
+
+    /// Allocates and locks a folio of `order`, a single page or one of [`PMD_ORDER`], with
+    /// `zero` (`__GFP_ZERO` or nothing) added to the allocation flags.
+    ///
+    /// # Safety
+    ///
+    /// Unless `zero` is `__GFP_ZERO`, the requirements of [`SystemFolio::alloc_unzeroed`].
+    unsafe fn alloc_order(order: u32, zero: bindings::gfp_t) -> Result<Self> {
+        let gfp = bindings::GFP_HIGHUSER_MOVABLE | zero;
+        if order == 0 {
+            // SAFETY: Allocating an order-0 page has no requirements.
+            let page = unsafe { bindings::alloc_pages(gfp, 0) };
+            // SAFETY: The page is new: nobody else can hold its lock.
+            return unsafe { Self::lock(page, 0) };
+        }
         // SAFETY: Allocating a folio has no requirements.
-        let folio = unsafe { bindings::folio_alloc(gfp, PMD_ORDER) };
+        let folio = unsafe { bindings::folio_alloc(gfp | bindings::__GFP_NOWARN, order) };
         if folio.is_null() {
             return Err(ENOMEM);
         }
         // SAFETY: `folio` is a valid folio.
         let page = unsafe { bindings::folio_page(folio, 0) };
         // SAFETY: The folio is new: nobody else can hold its lock.
-        unsafe { Self::lock(page, PMD_ORDER) }
+        unsafe { Self::lock(page, order) }
     }
 
     /// # Safety

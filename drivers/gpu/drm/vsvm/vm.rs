@@ -14,6 +14,7 @@ use kernel::{
         Fault,
         FreePages,
         GpuSvm,
+        NewPage,
         Range, //
     },
     mm::{
@@ -204,7 +205,7 @@ impl Driver for Mirror {
         Vram::copy_in(mem, dst, src)
     }
 
-    fn copy_to_sram(mem: &DeviceMemory<Self>, src: &[usize], dst: &[BorrowedPage<'_>]) -> Result {
+    fn copy_to_sram(mem: &DeviceMemory<Self>, src: &[usize], dst: &[NewPage<'_>]) -> Result {
         Vram::copy_out(mem, src, dst)
     }
 }

@@ -10,7 +10,8 @@ use kernel::{
     debugfs,
     drm::gpusvm::{
         DeviceMemory,
-        FreePages, //
+        FreePages,
+        NewPage, //
     },
     fault_inject::FaultAttr,
     gpu::buddy::{
@@ -373,7 +374,7 @@ impl Vram {
     pub(crate) fn copy_out(
         mem: &DeviceMemory<Mirror>,
         src: &[usize],
-        dst: &[BorrowedPage<'_>],
+        dst: &[NewPage<'_>],
     ) -> Result {
         for (&pfn, page) in src.iter().zip(dst) {
             let vram = Self::backing(mem, pfn)?;

@@ -20,6 +20,7 @@ use crate::{
     new_rwsem,
     page::{
         BorrowedPage,
+        Page,
         PAGE_SIZE, //
     },
     prelude::*,
@@ -29,18 +30,25 @@ use crate::{
         RwSemaphore, //
     },
 };
+use core::cell::Cell;
 
-/// The system page a copy operation of driver `T` gets: a [`DmaAddress`] with [`DmaAccess`], a
-/// [`BorrowedPage`] with [`CpuAccess`].
+/// The system page a copy to device memory of driver `T` reads: a [`DmaAddress`] with
+/// [`DmaAccess`], a [`BorrowedPage`] with [`CpuAccess`].
 pub type SystemPage<'a, T> = <<T as Driver>::Access as SystemAccess>::Page<'a>;
+
+/// The new system page a copy to system memory of driver `T` fills: a [`DmaAddress`] with
+/// [`DmaAccess`], a [`NewPage`] with [`CpuAccess`].
+pub type NewSystemPage<'a, T> = <<T as Driver>::Access as SystemAccess>::NewPage<'a>;
 
 /// How the copy operations of a [`Driver`] reach system memory: [`DmaAccess`] for a copy engine,
 /// [`CpuAccess`] for a device whose copies the CPU does.
 ///
 /// This trait is sealed: the layer implements it for these two only.
 pub trait SystemAccess: Send + Sync + Sized + private::Sealed {
-    /// What the copy operations get for each system page.
+    /// What a copy to device memory gets for each system page it reads.
     type Page<'a>;
+    /// What a copy to system memory gets for each new system page it fills.
+    type NewPage<'a>;
 }
 
 pub(super) mod private {
@@ -56,12 +64,13 @@ pub(super) mod private {
             src: &[Option<BorrowedPage<'_>>],
         ) -> Result;
 
-        /// Copies device pages `src` to system pages `dst`.
+        /// Copies device pages `src` to new system pages `dst`, which come from the allocator
+        /// as they are (not zeroed): when it returns `Ok`, every page of `dst` is written whole.
         fn to_sram<T: Driver<Access = Self>>(
             &self,
             mem: &DeviceMemory<T>,
             src: &[usize],
-            dst: &[BorrowedPage<'_>],
+            dst: KVec<BorrowedPage<'_>>,
         ) -> Result;
     }
 }
@@ -75,6 +84,33 @@ pub struct CpuAccess;
 
 impl SystemAccess for CpuAccess {
     type Page<'a> = BorrowedPage<'a>;
+    type NewPage<'a> = NewPage<'a>;
+}
+
+/// A new system page that a copy by the CPU ([`CpuAccess`]) fills whole, with
+/// [`NewPage::copy_from`].
+///
+/// The page comes from the allocator as it is: zeroing it first would write it twice. The layer
+/// zeroes the pages a copy did not fill, so no stale kernel data reaches a process. The page
+/// itself is out of reach: nothing else can write part of it.
+pub struct NewPage<'a> {
+    page: BorrowedPage<'a>,
+    filled: Cell<bool>,
+}
+
+impl NewPage<'_> {
+    /// Fills the page with a copy of `src`.
+    ///
+    /// # Safety
+    ///
+    /// No one writes `src` meanwhile.
+    pub unsafe fn copy_from(&self, src: &Page) {
+        // SAFETY: The page is new and reached only through `self` until its migration installs
+        // it, and the caller guarantees that `src` is not written; `src` is not the page itself,
+        // which no one but `self` can name.
+        unsafe { self.page.copy_from(src) };
+        self.filled.set(true);
+    }
 }
 
 impl private::Sealed for CpuAccess {
@@ -91,9 +127,23 @@ impl private::Sealed for CpuAccess {
         &self,
         mem: &DeviceMemory<T>,
         src: &[usize],
-        dst: &[BorrowedPage<'_>],
+        dst: KVec<BorrowedPage<'_>>,
     ) -> Result {
-        T::copy_to_sram(mem, src, dst)
+        let mut pages = KVec::with_capacity(dst.len(), GFP_KERNEL)?;
+        for page in dst {
+            pages
+                .push_within_capacity(NewPage {
+                    page,
+                    filled: Cell::new(false),
+                })
+                .map_err(|_| ENOMEM)?;
+        }
+        T::copy_to_sram(mem, src, &pages)?;
+        for new in pages.iter().filter(|p| !p.filled.get()) {
+            // SAFETY: The page is new and reached only through `new`.
+            unsafe { new.page.fill_zero_raw(0, PAGE_SIZE)? };
+        }
+        Ok(())
     }
 }
 
@@ -204,6 +254,7 @@ unsafe fn map(
 
 impl SystemAccess for DmaAccess {
     type Page<'a> = DmaAddress;
+    type NewPage<'a> = DmaAddress;
 }
 
 // The mappings are dropped (and, with bounce buffers, copied back) when the copy returns, before
@@ -237,12 +288,19 @@ impl private::Sealed for DmaAccess {
         &self,
         mem: &DeviceMemory<T>,
         src: &[usize],
-        dst: &[BorrowedPage<'_>],
+        dst: KVec<BorrowedPage<'_>>,
     ) -> Result {
+        // What the device writes cannot be told: zeroed first, so that no stale kernel data
+        // reaches a process whatever the copy leaves.
+        for page in dst.iter() {
+            // SAFETY: The page is new and reached only through `dst` until its migration
+            // installs it.
+            unsafe { page.fill_zero_raw(0, PAGE_SIZE)? };
+        }
         self.with_bound(|dev| {
             let mut mappings = KVec::with_capacity(dst.len(), GFP_KERNEL)?;
             let mut addrs = KVec::with_capacity(dst.len(), GFP_KERNEL)?;
-            for page in dst {
+            for page in dst.iter() {
                 // SAFETY: As in `to_vram`.
                 let addr = unsafe { map(dev, page, DataDirection::FromDevice, &mut mappings)? };
                 addrs.push(addr, GFP_KERNEL)?;

@@ -344,13 +344,23 @@ impl<T: Driver> DeviceMemory<T> {
             else {
                 continue;
             };
+            // Not zeroed: the copy below writes every page of the folios whole before they go to
+            // the migration (`SystemAccess::to_sram`), or they are dropped unused.
+            let page = || {
+                // SAFETY: See above.
+                unsafe { SystemFolio::alloc_unzeroed() }
+            };
+            let huge = || {
+                // SAFETY: See above.
+                unsafe { SystemFolio::alloc_huge_unzeroed() }
+            };
             if pages == 1 {
-                folios.push((first, SystemFolio::alloc()?), GFP_KERNEL)?;
-            } else if let Ok(huge) = SystemFolio::alloc_huge() {
+                folios.push((first, page()?), GFP_KERNEL)?;
+            } else if let Ok(huge) = huge() {
                 folios.push((first, huge), GFP_KERNEL)?;
             } else if mig.can_split() {
                 for n in first..i {
-                    folios.push((n, SystemFolio::alloc()?), GFP_KERNEL)?;
+                    folios.push((n, page()?), GFP_KERNEL)?;
                 }
             } else {
                 continue;
@@ -368,8 +378,8 @@ impl<T: Driver> DeviceMemory<T> {
                 pages.push(folio.page(n).ok_or(EINVAL)?, GFP_KERNEL)?;
             }
         }
-        self.pagemap.access.to_sram(self, &src, &pages)?;
-        drop(pages);
+        // Every page of the folios, written whole before `Ok`.
+        self.pagemap.access.to_sram(self, &src, pages)?;
         for (i, folio) in folios {
             mig.set_dst(i, folio)?;
         }

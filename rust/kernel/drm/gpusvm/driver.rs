@@ -5,6 +5,7 @@
 use super::{
     DeviceMemory,
     FreePages,
+    NewSystemPage,
     Range,
     SystemAccess,
     SystemPage, //
@@ -86,17 +87,20 @@ pub trait Driver: Send + Sync + Sized + 'static {
         src: &[Option<SystemPage<'_, Self>>],
     ) -> Result;
 
-    /// Copies device memory to system memory: device page `src[i]` (a pfn of `mem`) to page
-    /// `dst[i]`. The system pages are mapped for the device (direction from the device) with
-    /// [`DmaAccess`].
+    /// Copies device memory to system memory: device page `src[i]` (a pfn of `mem`) to new page
+    /// `dst[i]`, all of it. The new pages are not zeroed: with [`CpuAccess`] the layer zeroes
+    /// those the copy did not fill ([`NewPage`]); with [`DmaAccess`] it zeroes them before and
+    /// maps them for the device (direction from the device).
     ///
     /// Called on CPU faults and evictions, with no GPU SVM lock held. Returns when the copies are
     /// done; on failure the pages stay in device memory (a CPU access then gets `SIGBUS`).
     ///
+    /// [`CpuAccess`]: super::CpuAccess
     /// [`DmaAccess`]: super::DmaAccess
+    /// [`NewPage`]: super::NewPage
     fn copy_to_sram(
         mem: &DeviceMemory<Self>,
         src: &[usize],
-        dst: &[SystemPage<'_, Self>],
+        dst: &[NewSystemPage<'_, Self>],
     ) -> Result;
 }

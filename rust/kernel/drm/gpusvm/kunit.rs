@@ -14,6 +14,7 @@ mod tests {
         },
         faux,
         mm::{
+            migrate::SystemFolio,
             mmu_notifier::Event,
             test_mm::UserMapping,
             DeviceOwner, //
@@ -78,6 +79,9 @@ mod tests {
         /// start, 0 for none, and length), for an munmap racing a migration.
         unmap_in_copy: Atomic<usize>,
         unmap_len: Atomic<usize>,
+        /// Set for the next copy to system memory to copy nothing and succeed, as a broken copy
+        /// engine would.
+        skip_copy_out: Atomic<u32>,
     }
 
     /// An allocation of simulated device memory: its pages go back to the free list on drop.
@@ -162,11 +166,10 @@ mod tests {
             Ok(())
         }
 
-        fn copy_to_sram(
-            mem: &DeviceMemory<Self>,
-            src: &[usize],
-            dst: &[BorrowedPage<'_>],
-        ) -> Result {
+        fn copy_to_sram(mem: &DeviceMemory<Self>, src: &[usize], dst: &[NewPage<'_>]) -> Result {
+            if mem.device().skip_copy_out.xchg(0, Relaxed) != 0 {
+                return Ok(());
+            }
             for (&pfn, page) in src.iter().zip(dst) {
                 // SAFETY: The pages are not read or written by anyone else during a migration.
                 unsafe { page.copy_from(&mem.device().backing[pfn - mem.pfns().start]) };
@@ -308,6 +311,7 @@ mod tests {
             fail_copies: Atomic::new(0),
             unmap_in_copy: Atomic::new(0),
             unmap_len: Atomic::new(0),
+            skip_copy_out: Atomic::new(0),
         });
         Arc::pin_init(
             DeviceMemory::new(
@@ -737,6 +741,51 @@ mod tests {
         assert_eq!(bad_bytes(&map, middle + 1..first + SZ_2M / PAGE_SIZE)?, 0);
         map.unmap(0, map.len() / PAGE_SIZE)?;
         drop(svm);
+        assert_nothing_leaked(&mem);
+        Ok(())
+    }
+
+    /// Writes a pattern over free memory, single pages and 2M folios freed again, which the
+    /// next allocations are likely to get back.
+    fn dirty_free_memory() -> Result {
+        let pattern = [0xa5u8; PAGE_SIZE];
+        for _ in 0..2 {
+            // SAFETY: The folio is freed unused, without going to a migration.
+            let huge = unsafe { SystemFolio::alloc_huge_unzeroed()? };
+            for n in 0..huge.pages() {
+                let page = huge.page(n).ok_or(EINVAL)?;
+                // SAFETY: The folio is new and ours alone; `pattern` has a page of bytes.
+                unsafe { page.write_raw(pattern.as_ptr(), 0, PAGE_SIZE)? };
+            }
+        }
+        let mut pages = KVec::with_capacity(VRAM_PAGES, GFP_KERNEL)?;
+        for _ in 0..VRAM_PAGES {
+            let page = Page::alloc_page(GFP_KERNEL)?;
+            // SAFETY: As above.
+            unsafe { page.write_raw(pattern.as_ptr(), 0, PAGE_SIZE)? };
+            pages.push(page, GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn pages_a_copy_to_system_memory_leaves_out_read_zero() -> Result {
+        let (mem, map, svm) = filled_with_vram()?;
+        let (r, first) = migrated(&svm, &mem, &map)?;
+        // The new system pages are not zeroed when allocated: they would show the pattern.
+        dirty_free_memory()?;
+        mem.device().skip_copy_out.store(1, Relaxed);
+        assert_eq!(svm.evict_range(&r, r.span(), &mem)?, r.npages());
+        assert_eq!(mem.device().skip_copy_out.load(Relaxed), 0);
+        let mut nonzero = 0;
+        let mut buf = [0u8; 512];
+        for i in first..first + r.npages() {
+            for off in (0..PAGE_SIZE).step_by(buf.len()) {
+                map.read(i * PAGE_SIZE + off, &mut buf)?;
+                nonzero += buf.iter().filter(|&&b| b != 0).count();
+            }
+        }
+        assert_eq!(nonzero, 0);
         assert_nothing_leaked(&mem);
         Ok(())
     }

@@ -32,6 +32,7 @@
 //!         Fault,
 //!         FreePages,
 //!         GpuSvm,
+//!         NewPage,
 //!         Range, //
 //!     },
 //!     mm::{
@@ -81,7 +82,7 @@
 //!     fn copy_to_sram(
 //!         _mem: &DeviceMemory<Self>,
 //!         _src: &[usize],
-//!         _dst: &[BorrowedPage<'_>],
+//!         _dst: &[NewPage<'_>],
 //!     ) -> Result {
 //!         Err(ENODEV)
 //!     }
@@ -171,6 +172,8 @@ mod svm;
 pub use access::{
     CpuAccess,
     DmaAccess,
+    NewPage,
+    NewSystemPage,
     SystemAccess,
     SystemPage, //
 };
