@@ -329,6 +329,16 @@ impl<T: Driver> DeviceMemory<T> {
     /// memory.
     pub(super) fn to_sram(&self, mut mig: Migration<'_>) -> Result<usize> {
         let own = self.pfns();
+        // Not zeroed: the copy below writes every page of the folios whole before they go to the
+        // migration (`SystemAccess::to_sram`), or they are dropped unused.
+        let page = || {
+            // SAFETY: See above.
+            unsafe { SystemFolio::alloc_unzeroed() }
+        };
+        let huge = || {
+            // SAFETY: See above.
+            unsafe { SystemFolio::alloc_huge_unzeroed() }
+        };
         // The entries to give a folio, with it.
         let mut folios = KVec::new();
         let mut src = KVec::new();
@@ -343,16 +353,6 @@ impl<T: Driver> DeviceMemory<T> {
                 .filter(|p| entry.can_migrate() && own.contains(p))
             else {
                 continue;
-            };
-            // Not zeroed: the copy below writes every page of the folios whole before they go to
-            // the migration (`SystemAccess::to_sram`), or they are dropped unused.
-            let page = || {
-                // SAFETY: See above.
-                unsafe { SystemFolio::alloc_unzeroed() }
-            };
-            let huge = || {
-                // SAFETY: See above.
-                unsafe { SystemFolio::alloc_huge_unzeroed() }
             };
             if pages == 1 {
                 folios.push((first, page()?), GFP_KERNEL)?;
