@@ -8,15 +8,16 @@
  *
  *   SVM-BENCH {"name": ..., "unit": ..., "ours": ..., "ours_p10": ...,
  *              "ours_p90": ..., "peer": ..., "peer_name": ..., "ratio": ...,
- *              "target": ...}
+ *              "target": ..., "runs": ...}
  *
  * where "ratio" is ours relative to the peer, above 1 when ours is better
- * (throughput: ours / peer; time: peer / ours), and "target" the ratio the
- * figure should reach. scripts/svm bench runs the single-threaded figures
- * in a guest whose clock counts instructions (QEMU -icount), where a time
- * is the work done, and the threaded ones on real time (MTTCG).
+ * (throughput: ours / peer; time: peer / ours), "target" the ratio the
+ * figure should reach and "runs" the timed runs behind it. scripts/svm
+ * bench runs the single-threaded figures in a guest whose clock counts
+ * instructions (QEMU -icount), where a time is the work done, and the
+ * threaded ones on real time (MTTCG).
  *
- * Work done by each side (see the README's performance section):
+ * Work done by each side (see Documentation/gpu/rust/vsvm.rst):
  * - fault-in: the device page-table fill rate, as the time of a first pass
  *   over the buffer (faults and reads) minus that of the fastest of three
  *   more passes on the same mirror (reads only). test_hmm's pass is a READ,
@@ -169,8 +170,9 @@ static void report(const char *name, const char *unit, struct samples *ours,
 	printf("SVM-BENCH {\"name\": \"%s\", \"unit\": \"%s\", ", name, unit);
 	printf("\"ours\": %.4g, \"ours_p10\": %.4g, \"ours_p90\": %.4g, ",
 	       VALUE(o), VALUE(throughput ? o90 : o10), VALUE(throughput ? o10 : o90));
-	printf("\"peer\": %.4g, \"peer_name\": \"%s\", \"ratio\": %.3f, \"target\": %g}\n",
+	printf("\"peer\": %.4g, \"peer_name\": \"%s\", \"ratio\": %.3f, \"target\": %g, ",
 	       p ? VALUE(p) : 0, peer_name, ratio, target);
+	printf("\"runs\": %d}\n", ours->n);
 #undef VALUE
 	fflush(stdout);
 }
@@ -461,9 +463,10 @@ static void bench_migration(uint64_t size, int thp)
 
 /*
  * munmap and MADV_DONTNEED of a mirrored span, against the same unmirrored.
- * A millisecond window: the kernel's own deferred work (per-CPU page lists
- * drained, counters folded) lands in some windows and not in others, so the
- * median of a few runs falls on either side. At least UNMAP_RUNS runs.
+ * A millisecond window, into which the kernel's own deferred work falls in
+ * some runs and not in others: the median of 3 runs fell on either side
+ * (77% apart between two boots). At least UNMAP_RUNS runs; the munmap
+ * figures still spread by a quarter within one boot.
  */
 #define UNMAP_RUNS 15
 
