@@ -3,14 +3,12 @@
 #   SVM-RESULT <test> <pass|fail|skip> [detail]   one per test, for results.json
 #   SVM-SUITE <name> pass=N fail=N skip=N [note]  one per suite, for the totals
 
-# The vsvm module, loaded at boot by the init (vsvm_load).
-VSVM_KO=/lib/modules/vsvm.ko
-
-# Loads the vsvm module with the vsvm.* parameters of the kernel command
-# line, as modprobe would.
-vsvm_load() {
+# Loads module $1 from /lib/modules with the $1.* parameters of the kernel
+# command line, as modprobe would. The init loads vsvm and test_hmm at boot;
+# the hmm-tests suite swaps test_hmm for test_hmm_rust and back.
+module_load() {
 	# shellcheck disable=SC2046 # one argument per parameter
-	insmod "$VSVM_KO" $(tr ' ' '\n' </proc/cmdline | sed -n 's/^vsvm\.//p')
+	insmod "/lib/modules/$1.ko" $(tr ' ' '\n' </proc/cmdline | sed -n "s/^$1\.//p")
 }
 
 # result TEST RESULT [DETAIL]

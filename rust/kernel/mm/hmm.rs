@@ -97,6 +97,17 @@ impl HmmPfn {
         ((self.0 >> PFN_ORDER_SHIFT) & 0x1f) as u32
     }
 
+    /// Whether the page mapped there is the shared zero page (of a private mapping read before it
+    /// was written).
+    #[inline]
+    pub fn is_zero_page(self) -> bool {
+        let Some(pfn) = self.pfn() else {
+            return false;
+        };
+        // SAFETY: `is_zero_pfn` compares numbers.
+        unsafe { bindings::is_zero_pfn(pfn) }
+    }
+
     /// The page frame number, if a page is mapped.
     #[inline]
     pub const fn pfn(self) -> Option<usize> {

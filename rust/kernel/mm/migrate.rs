@@ -71,6 +71,11 @@ impl Select {
 /// The order of a PMD-sized folio, the size of a [`Select::COMPOUND`] entry.
 pub const PMD_ORDER: u32 = bindings::PMD_SHIFT - crate::page::PAGE_SHIFT as u32;
 
+/// The order of a PUD-sized mapping (1G on x86), as [`HmmPfn::map_order`] reports it.
+///
+/// [`HmmPfn::map_order`]: crate::mm::hmm::HmmPfn::map_order
+pub const PUD_ORDER: u32 = bindings::PUD_SHIFT - crate::page::PAGE_SHIFT as u32;
+
 impl core::ops::BitOr for Select {
     type Output = Self;
 

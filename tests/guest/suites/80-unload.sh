@@ -43,7 +43,7 @@ finish() {
 	tap "$rc" "$1: the process exits cleanly"
 }
 
-if [ ! -d /sys/module/vsvm ] || [ ! -f "$VSVM_KO" ]; then
+if [ ! -d /sys/module/vsvm ] || [ ! -f /lib/modules/vsvm.ko ]; then
 	result unload fail "vsvm is not a loaded module"
 	echo "SVM-SUITE unload pass=0 fail=1 skip=0 vsvm is not a loaded module"
 	exit 0
@@ -67,14 +67,14 @@ gone=1
 tap "$gone" "hold-pages: the module is gone"
 finish hold-pages
 
-vsvm_load
+module_load vsvm
 tap $? "the module loads again"
 vsvm-unload async-job >/tmp/async-job.out 2>&1
 tap $? "async-job: the process queued a job and exited"
 rmmod vsvm
 tap $? "async-job: rmmod succeeds right after the process exits"
 
-vsvm_load
+module_load vsvm
 tap $? "the module loads again"
 vsvm-unload smoke >>"$out" 2>&1
 tap $? "smoke: the reloaded driver works"
