@@ -9,8 +9,12 @@
 //! pages the device maps (`test_hmm`'s page table), and the device memory is a
 //! [`DeviceMemory`], each page backed by a system page allocated with it (the simulated memory).
 //!
+//! Devices 0 and 1 have device-private memory; with `spm_addr_dev0` and `spm_addr_dev1` set,
+//! devices 2 and 3 have device-coherent memory there (physical memory set aside at boot, e.g.
+//! with `memmap=`), which the CPU accesses directly.
+//!
 //! Where it differs from the C driver, and why: `Documentation/gpu/rust/gpusvm.rst`, "A second
-//! user". Device-coherent memory (`spm_addr_dev0/1`) is not supported yet.
+//! user".
 
 use core::ops::Range as Span;
 use kernel::{
@@ -101,11 +105,11 @@ module! {
     params: {
         spm_addr_dev0: u64 {
             default: 0,
-            description: "SPM (special purpose memory) start of device 0; not supported yet",
+            description: "SPM (special purpose memory) address of coherent device 0 (2)",
         },
         spm_addr_dev1: u64 {
             default: 0,
-            description: "SPM (special purpose memory) start of device 1; not supported yet",
+            description: "SPM (special purpose memory) address of coherent device 1 (3)",
         },
     },
 }
@@ -152,12 +156,21 @@ mod prot {
     pub(super) const ZERO: u8 = 0x10;
     pub(super) const DEV_PRIVATE_LOCAL: u8 = 0x20;
     pub(super) const DEV_PRIVATE_REMOTE: u8 = 0x30;
+    pub(super) const DEV_COHERENT_LOCAL: u8 = 0x40;
+    pub(super) const DEV_COHERENT_REMOTE: u8 = 0x50;
 }
 
-/// The device-private devices, as `test_hmm` makes them: `hmm_dmirror0` and `hmm_dmirror1`.
-const NAMES: [&CStr; 2] = [c"hmm_dmirror0", c"hmm_dmirror1"];
+/// The devices, as `test_hmm` makes them: two with device-private memory, then two with
+/// device-coherent memory if both `spm_addr_dev0/1` are set.
+const NAMES: [&CStr; 4] = [
+    c"hmm_dmirror0",
+    c"hmm_dmirror1",
+    c"hmm_dmirror2",
+    c"hmm_dmirror3",
+];
 
-/// The device memory of a device: as one chunk of `test_hmm`.
+/// The device memory of a device: as one chunk of `test_hmm` (and the least memory a coherent
+/// device's `spm_addr` must name).
 const DEVMEM_SIZE: usize = 256 << 20;
 
 /// Pages in a 2M (PMD) block.
@@ -178,12 +191,12 @@ const TIMEOUT: Delta = Delta::from_millis(hmm::DEFAULT_TIMEOUT_MS as i64);
 /// The owners of the devices' memory: one address each.
 static OWNERS: [u8; NAMES.len()] = [0; NAMES.len()];
 
-/// The simulated memory of a device: which device pages are in use, and the system page that
-/// backs each, allocated with it (`test_hmm`'s `rpage`).
+/// The memory of a device: which device pages are in use, and for device-private memory the
+/// system page that backs each, allocated with it (`test_hmm`'s `rpage`).
 struct Pool {
     /// One bit per device page, set while it is allocated.
     used: KVVec<u64>,
-    /// The backing page of each allocated device page.
+    /// The backing page of each allocated device-private page.
     backing: KVVec<Option<Page>>,
 }
 
@@ -192,9 +205,9 @@ impl Pool {
         self.used[i / 64] & (1 << (i % 64)) == 0
     }
 
-    fn take(&mut self, i: usize, page: Page) {
+    fn take(&mut self, i: usize, page: Option<Page>) {
         self.used[i / 64] |= 1 << (i % 64);
-        self.backing[i] = Some(page);
+        self.backing[i] = page;
     }
 
     /// Whether the 2M block starting at page `i` (a multiple of [`BLOCK_PAGES`]) is free.
@@ -235,12 +248,14 @@ impl Pool {
 /// The device state of a device's [`DeviceMemory`].
 struct Vram {
     pool: Arc<SpinLock<Pool>>,
+    /// Device-coherent memory: no backing pages, and single pages only (as `test_hmm`).
+    coherent: bool,
     /// Set by `HMM_DMIRROR_FLAGS`: the next huge allocation falls back to single pages.
     fail_alloc: Atomic<u32>,
 }
 
 impl Vram {
-    fn new(npages: usize) -> Result<Self> {
+    fn new(npages: usize, coherent: bool) -> Result<Self> {
         let mut used = KVVec::with_capacity(npages.div_ceil(64), GFP_KERNEL)?;
         used.resize(npages.div_ceil(64), 0, GFP_KERNEL)?;
         let mut backing = KVVec::with_capacity(npages, GFP_KERNEL)?;
@@ -249,16 +264,22 @@ impl Vram {
         }
         Ok(Self {
             pool: Arc::pin_init(new_spinlock!(Pool { used, backing }), GFP_KERNEL)?,
+            coherent,
             fail_alloc: Atomic::new(0),
         })
     }
 
-    /// Calls `f` with the backing page of device page `pfn` of `mem`.
+    /// Calls `f` with the page that holds the data of device page `pfn` of `mem`: its backing
+    /// page, or the page itself for device-coherent memory.
     fn with_backing<R>(
         mem: &DeviceMemory<Mirror>,
         pfn: usize,
         f: impl FnOnce(&Page) -> Result<R>,
     ) -> Result<R> {
+        if mem.device().coherent {
+            let page = mem.coherent_page(pfn).ok_or(EINVAL)?;
+            return f(&page);
+        }
         let i = pfn.checked_sub(mem.pfns().start).ok_or(EINVAL)?;
         let pool = mem.device().pool.lock();
         let page = pool.backing.get(i).and_then(Option::as_ref).ok_or(EINVAL)?;
@@ -300,11 +321,17 @@ impl Driver for Mirror {
 
     fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(VramAlloc, FreePages)> {
         let vram = mem.device();
-        let huge = npages % BLOCK_PAGES == 0 && vram.fail_alloc.xchg(0, Relaxed) == 0;
+        let huge =
+            !vram.coherent && npages % BLOCK_PAGES == 0 && vram.fail_alloc.xchg(0, Relaxed) == 0;
         // The backing pages, allocated before the pool is locked.
         let mut pages = KVVec::with_capacity(npages, GFP_KERNEL)?;
         for _ in 0..npages {
-            pages.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
+            let page = if vram.coherent {
+                None
+            } else {
+                Some(Page::alloc_page(GFP_KERNEL)?)
+            };
+            pages.push(page, GFP_KERNEL)?;
         }
         let mut pool = vram.pool.lock();
         let found = if huge {
@@ -384,29 +411,48 @@ struct Dmirror {
     svm: Pin<KBox<GpuSvm<Mirror>>>,
 }
 
-/// The bounce buffer of a request: the data of its pages, in the kernel.
+/// The bounce buffer of a request: the data of its pages, in the kernel. It is not zeroed first:
+/// the device fills it page by page, or the user's data does.
 struct Bounce {
     data: KVVec<u8>,
 }
 
 impl Bounce {
+    /// An empty buffer for `npages` pages, which [`Bounce::read_page`] fills.
     fn new(npages: usize) -> Result<Self> {
         let len = npages.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
-        let mut data = KVVec::with_capacity(len, GFP_KERNEL)?;
-        data.resize(len, 0, GFP_KERNEL)?;
-        Ok(Self { data })
+        Ok(Self {
+            data: KVVec::with_capacity(len, GFP_KERNEL)?,
+        })
     }
 
-    /// Copies page `i` of the buffer from `page`.
+    /// A buffer of `npages` pages with the data at `user`.
+    fn from_user(user: UserPtr, npages: usize) -> Result<Self> {
+        let mut bounce = Self::new(npages)?;
+        let len = bounce.data.capacity();
+        UserSlice::new(user, len)
+            .reader()
+            .read_all(&mut bounce.data, GFP_KERNEL)?;
+        Ok(bounce)
+    }
+
+    /// Copies page `i` of the buffer, the next one to fill, from `page`.
     fn read_page(&mut self, i: usize, page: &Page) -> Result {
+        if i * PAGE_SIZE != self.data.len() {
+            return Err(EINVAL);
+        }
         let dst = self
             .data
-            .get_mut(i * PAGE_SIZE..(i + 1) * PAGE_SIZE)
+            .spare_capacity_mut()
+            .get_mut(..PAGE_SIZE)
             .ok_or(EINVAL)?;
         // SAFETY: `dst` is valid for writes of `PAGE_SIZE` bytes. The page is mapped by the
         // process, which may write it meanwhile: what the device reads then is undefined, as on
         // real hardware, but the copy is of bytes.
-        unsafe { page.read_raw(dst.as_mut_ptr(), 0, PAGE_SIZE) }
+        unsafe { page.read_raw(dst.as_mut_ptr().cast(), 0, PAGE_SIZE)? };
+        // SAFETY: The page after the filled ones, within the capacity, was just written.
+        unsafe { self.data.inc_len(PAGE_SIZE) };
+        Ok(())
     }
 
     /// Copies page `i` of the buffer to `page`.
@@ -424,8 +470,8 @@ impl Bounce {
 /// What a request needs of the pages it uses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Need {
-    /// What is present, faulting nothing in: a page that is not is [`ENOENT`].
-    Present,
+    /// The pages in the device's memory, faulting nothing in: another page is [`ENOENT`].
+    Moved,
     Read,
     Write,
     Exclusive,
@@ -434,7 +480,7 @@ enum Need {
 impl Need {
     fn fault(self) -> Fault<'static, Mirror> {
         match self {
-            Need::Present => Fault::present(),
+            Need::Moved => Fault::present(),
             Need::Read => Fault::read(),
             Need::Write => Fault::write(),
             Need::Exclusive => Fault::atomic(AtomicPolicy::Exclusive, None),
@@ -448,7 +494,7 @@ impl Need {
         };
         let mut pfns = pfns.iter();
         match self {
-            Need::Present => true,
+            Need::Moved => true,
             Need::Read => pfns.all(|p| p.is_valid()),
             Need::Write => pfns.all(|p| p.is_valid() && p.is_writable()),
             Need::Exclusive => valid.atomic(),
@@ -514,7 +560,9 @@ impl Dmirror {
                         for p in pages.clone() {
                             let i = (start + p * PAGE_SIZE - span.start) / PAGE_SIZE;
                             let pfn = *valid.pfns().get(p).ok_or(EINVAL)?;
-                            if !pfn.is_valid() {
+                            let moved = valid.device_private_owner(p) == Some(own)
+                                || valid.device_coherent_owner(p) == Some(own);
+                            if !pfn.is_valid() || (need == Need::Moved && !moved) {
                                 return Err(ENOENT);
                             }
                             if valid.device_private_owner(p) == Some(own) {
@@ -548,7 +596,11 @@ impl Dmirror {
         let span = Self::span(cmd)?;
         let npages = (span.end - span.start) / PAGE_SIZE;
         let mut bounce = Bounce::new(npages)?;
+        // The pages come in order, each once.
         let faulted = self.with_pages(&span, need, |i, page| bounce.read_page(i, page))?;
+        if bounce.data.len() != span.end - span.start {
+            return Err(EINVAL);
+        }
         let user = UserPtr::from_addr(usize::try_from(cmd.ptr)?);
         UserSlice::new(user, bounce.data.len())
             .writer()
@@ -564,11 +616,8 @@ impl Dmirror {
     fn write(&self, cmd: &mut Cmd) -> Result {
         let span = Self::span(cmd)?;
         let npages = (span.end - span.start) / PAGE_SIZE;
-        let mut bounce = Bounce::new(npages)?;
         let user = UserPtr::from_addr(usize::try_from(cmd.ptr)?);
-        UserSlice::new(user, bounce.data.len())
-            .reader()
-            .read_slice(&mut bounce.data)?;
+        let bounce = Bounce::from_user(user, npages)?;
         let faulted = self.with_pages(&span, Need::Write, |i, page| bounce.write_page(i, page))?;
         cmd.cpages = npages as u64;
         cmd.faults = u64::from(faulted);
@@ -590,8 +639,8 @@ impl Dmirror {
         Ok(())
     }
 
-    /// `HMM_DMIRROR_MIGRATE_TO_DEV`: migrates the pages to the device's memory, then reads back
-    /// what is present ([`ENOENT`] if a page could not move and was not mapped before).
+    /// `HMM_DMIRROR_MIGRATE_TO_DEV`: migrates the pages to the device's memory, then reads them
+    /// back from there ([`ENOENT`] if a page could not move).
     fn migrate_to_dev(&self, cmd: &mut Cmd) -> Result {
         let span = Self::span(cmd)?;
         self.check_readable(&span)?;
@@ -602,7 +651,7 @@ impl Dmirror {
             self.svm.migrate_to_vram(&range, &self.mem)?;
             addr = span.end.min(range.span().end);
         }
-        self.read(cmd, Need::Present, false)
+        self.read(cmd, Need::Moved, false)
     }
 
     /// `HMM_DMIRROR_MIGRATE_TO_SYS`: migrates the pages in the device's memory back to system
@@ -715,12 +764,17 @@ impl Dmirror {
         if !pfn.is_valid() {
             return prot::NONE;
         }
+        let own = self.mem.owner();
         // SAFETY: The page is mapped and cannot be freed meanwhile (see above).
-        let kind = match unsafe { pfn.device_private_owner() } {
-            Some(owner) if owner == self.mem.owner() => prot::DEV_PRIVATE_LOCAL,
-            Some(_) => prot::DEV_PRIVATE_REMOTE,
-            None if pfn.is_zero_page() => prot::ZERO,
-            None => prot::NONE,
+        let (private, coherent) =
+            unsafe { (pfn.device_private_owner(), pfn.device_coherent_owner()) };
+        let kind = match (private, coherent) {
+            (Some(owner), _) if owner == own => prot::DEV_PRIVATE_LOCAL,
+            (Some(_), _) => prot::DEV_PRIVATE_REMOTE,
+            (_, Some(owner)) if owner == own => prot::DEV_COHERENT_LOCAL,
+            (_, Some(_)) => prot::DEV_COHERENT_REMOTE,
+            _ if pfn.is_zero_page() => prot::ZERO,
+            _ => prot::NONE,
         };
         let access = if pfn.is_writable() {
             prot::WRITE
@@ -829,25 +883,29 @@ struct TestHmm {
 
 impl kernel::Module for TestHmm {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        if *module_parameters::spm_addr_dev0.value() != 0
-            || *module_parameters::spm_addr_dev1.value() != 0
-        {
-            pr_err!("device-coherent memory (spm_addr_dev0/1) is not supported yet\n");
-            return Err(EINVAL);
-        }
-        let mut devices = KVec::with_capacity(NAMES.len(), GFP_KERNEL)?;
-        for (name, owner) in NAMES.iter().zip(OWNERS.iter()) {
-            let vram = Vram::new(DEVMEM_SIZE / PAGE_SIZE)?;
-            let mem = Arc::pin_init(
-                DeviceMemory::new(
-                    DEVMEM_SIZE,
-                    DeviceOwner::from_ref(owner),
-                    c"hmm_dmirror",
-                    vram,
-                    CpuAccess,
-                )?,
-                GFP_KERNEL,
-            )?;
+        let spm = [
+            *module_parameters::spm_addr_dev0.value(),
+            *module_parameters::spm_addr_dev1.value(),
+        ];
+        // As `test_hmm`: the coherent devices need both.
+        let ndevices = if spm.iter().all(|&a| a != 0) { 4 } else { 2 };
+        let mut devices = KVec::with_capacity(ndevices, GFP_KERNEL)?;
+        for (id, (name, owner)) in NAMES.iter().zip(OWNERS.iter()).enumerate().take(ndevices) {
+            let owner = DeviceOwner::from_ref(owner);
+            let npages = DEVMEM_SIZE / PAGE_SIZE;
+            let mem = if id < 2 {
+                let vram = Vram::new(npages, false)?;
+                let mem = DeviceMemory::new(DEVMEM_SIZE, owner, c"hmm_dmirror", vram, CpuAccess)?;
+                Arc::pin_init(mem, GFP_KERNEL)?
+            } else {
+                let vram = Vram::new(npages, true)?;
+                // SAFETY: The parameter names memory set aside for this device at boot (e.g.
+                // with `memmap=`), as `test_hmm` requires of it: nothing else uses it.
+                let mem = unsafe {
+                    DeviceMemory::new_coherent(spm[id - 2], DEVMEM_SIZE, owner, vram, CpuAccess)?
+                };
+                Arc::pin_init(mem, GFP_KERNEL)?
+            };
             let options = MiscDeviceOptions { name };
             devices.push(
                 KBox::pin_init(MiscDeviceRegistration::register(options, mem), GFP_KERNEL)?,

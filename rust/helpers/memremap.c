@@ -13,15 +13,19 @@ __rust_helper struct dev_pagemap *rust_helper_page_pgmap(const struct page *page
 	return page_pgmap(page);
 }
 
+/*
+ * The data of a device folio, private or coherent: folio_zone_device_data()
+ * warns for anything but device-private folios.
+ */
 __rust_helper void *rust_helper_page_zone_device_data(const struct page *page)
 {
-	return folio_zone_device_data(page_folio(page));
+	return page_folio(page)->page.zone_device_data;
 }
 
 __rust_helper void rust_helper_page_set_zone_device_data(struct page *page,
 							 void *data)
 {
-	folio_set_zone_device_data(page_folio(page), data);
+	page_folio(page)->page.zone_device_data = data;
 }
 
 __rust_helper int rust_helper_numa_node_id(void)
@@ -56,4 +60,9 @@ __rust_helper void rust_helper_zone_device_folio_split_init(struct folio *head,
 {
 	tail->pgmap = head->pgmap;
 	tail->page.mapping = head->page.mapping;
+}
+
+__rust_helper bool rust_helper_is_device_coherent_page(const struct page *page)
+{
+	return is_device_coherent_page(page);
 }

@@ -30,6 +30,9 @@
  *   buffer; the vsvm side does a GPU READ of the buffer after its prefetch,
  *   so both include one pass over the data in device memory.
  * - neither DMA-maps pages (vsvm's simulated GPU needs no DMA mapping).
+ * - test_hmm C against Rust (group "twin"): the same ioctls against
+ *   lib/test_hmm and then, the modules swapped, against lib/test_hmm_rust:
+ *   what the Rust abstractions and the layer cost for the same work.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -459,6 +462,74 @@ static void bench_migration(uint64_t size, int thp)
 	munmap(dst, size);
 }
 
+/* --- test_hmm, C and Rust ----------------------------------------------- */
+
+enum { TWIN_READ, TWIN_TO_DEV, TWIN_TO_SYS, TWIN_CPU_FAULT, TWIN_FIGURES };
+
+static const char *const twin_names[TWIN_FIGURES] = {
+	"first READ", "MIGRATE_TO_DEV", "MIGRATE_TO_SYS", "CPU fault back",
+};
+
+/* The ioctls of the twin figures, against the test_hmm module loaded now. */
+static void twin_runs(struct samples s[TWIN_FIGURES], uint64_t size, int thp, uint8_t *bounce)
+{
+	uint64_t k;
+	int i;
+
+	for (i = -1; i < runs; i++) {
+		uint8_t *p = buffer(size, thp, 1);
+		int fd = hmm_open();
+		double t;
+
+		t = now();
+		hmm_cmd(fd, HMM_DMIRROR_READ, p, bounce, size);
+		keep(&s[TWIN_READ], i, now() - t);
+		t = now();
+		hmm_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, bounce, size);
+		keep(&s[TWIN_TO_DEV], i, now() - t);
+		t = now();
+		hmm_cmd(fd, HMM_DMIRROR_MIGRATE_TO_SYS, p, bounce, size);
+		keep(&s[TWIN_TO_SYS], i, now() - t);
+		hmm_cmd(fd, HMM_DMIRROR_MIGRATE_TO_DEV, p, bounce, size);
+		t = now();
+		for (k = 0; k < size; k += PAGE)
+			sink += p[k];
+		keep(&s[TWIN_CPU_FAULT], i, now() - t);
+		close(fd);
+		munmap(p, size);
+	}
+}
+
+/* Unloads test_hmm module @from and loads @to (with tests/guest/lib.sh). */
+static void swap_test_hmm(const char *from, const char *to)
+{
+	char cmd[160];
+
+	snprintf(cmd, sizeof(cmd), "rmmod %s && . /lib.sh && module_load %s", from, to);
+	if (system(cmd))
+		die(cmd);
+}
+
+static void bench_twin(uint64_t size, int thp)
+{
+	struct samples c[TWIN_FIGURES] = {}, rust[TWIN_FIGURES] = {};
+	uint8_t *bounce = buffer(size, 0, 1);
+	char name[96], peer[64];
+	int f;
+
+	twin_runs(c, size, thp, bounce);
+	swap_test_hmm("test_hmm", "test_hmm_rust");
+	twin_runs(rust, size, thp, bounce);
+	swap_test_hmm("test_hmm_rust", "test_hmm");
+	for (f = 0; f < TWIN_FIGURES; f++) {
+		snprintf(name, sizeof(name), "test_hmm_rust %s %lluM thp-%s", twin_names[f],
+			 (unsigned long long)(size / MIB), thp ? "on" : "off");
+		snprintf(peer, sizeof(peer), "test_hmm (C) %s", twin_names[f]);
+		report(name, "GB/s", &rust[f], &c[f], peer, (double)size / 1e9, 1, 0.9);
+	}
+	munmap(bounce, size);
+}
+
 /* --- 5: invalidation ----------------------------------------------------- */
 
 /*
@@ -687,6 +758,8 @@ int main(int argc, char **argv)
 	RUN("invalidate", bench_invalidate_one(counts, 4));
 	RUN("scaling", bench_scaling(32 * MIB));
 	RUN("teardown", bench_teardown(256 * MIB));
+	RUN("twin", bench_twin(64 * MIB, 1));
+	RUN("twin", bench_twin(64 * MIB, 0));
 	printf("SVM-BENCH-DONE %llu\n", (unsigned long long)sink & 1);
 	return 0;
 }

@@ -147,18 +147,44 @@ impl HmmPfn {
     /// device-private page's pagemap stays registered (its `struct page`s go with it).
     #[inline]
     pub unsafe fn device_private_owner(self) -> Option<DeviceOwner> {
+        // SAFETY: As for this function; `is_device_private_page` takes a valid page.
+        unsafe { self.device_owner(|page| bindings::is_device_private_page(page)) }
+    }
+
+    /// The owner of the device-coherent page mapped there, if it is one: device memory the CPU
+    /// accesses directly, mapped like system memory.
+    ///
+    /// # Safety
+    ///
+    /// As for [`HmmPfn::device_private_owner`].
+    #[inline]
+    pub unsafe fn device_coherent_owner(self) -> Option<DeviceOwner> {
+        // SAFETY: As for this function; `is_device_coherent_page` takes a valid page.
+        unsafe { self.device_owner(|page| bindings::is_device_coherent_page(page)) }
+    }
+
+    /// The owner of the page mapped there if `is_kind` says it is a device page of that kind.
+    ///
+    /// # Safety
+    ///
+    /// As for [`HmmPfn::device_private_owner`]; `is_kind` may be called with a valid page and
+    /// returns true only for pages of a pagemap.
+    #[inline]
+    unsafe fn device_owner(
+        self,
+        is_kind: impl FnOnce(*const bindings::page) -> bool,
+    ) -> Option<DeviceOwner> {
         if !self.is_valid() {
             return None;
         }
         // SAFETY: A valid entry holds the pfn of a page with a `struct page`.
         let page = unsafe { bindings::hmm_pfn_to_page(self.0) };
-        // SAFETY: `page` is a valid `struct page` (safety requirements); whether it is
-        // device-private is fixed at hotplug time.
-        if !unsafe { bindings::is_device_private_page(page) } {
+        // Whether a page is a device page, and of which kind, is fixed at hotplug time.
+        if !is_kind(page) {
             return None;
         }
-        // SAFETY: The page is a device-private page, so it has a pagemap, registered while the
-        // page is allocated (safety requirements); its owner is set at registration.
+        // SAFETY: The page is a device page, so it has a pagemap, registered while the page is
+        // allocated (safety requirements); its owner is set at registration.
         let owner = unsafe { (*bindings::page_pgmap(page)).owner };
         NonNull::new(owner).map(DeviceOwner::from_raw)
     }

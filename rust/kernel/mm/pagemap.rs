@@ -23,7 +23,10 @@ use crate::{
         },
         DeviceOwner,
     },
-    page::PAGE_SIZE,
+    page::{
+        BorrowedPage,
+        PAGE_SIZE, //
+    },
     prelude::*,
     str::CStr,
     types::{
@@ -73,19 +76,22 @@ pub trait DevicePrivate: Send + Sync + Sized {
     ) -> Self::PageData;
 }
 
-/// A range of device-private memory with `struct page`s.
+/// A range of device memory with `struct page`s.
 ///
-/// Registered (`memremap_pages`, `MEMORY_DEVICE_PRIVATE`) at initialisation on a free range of
-/// physical address space (`request_free_mem_region`), unregistered on drop.
+/// Device-private memory ([`Pagemap::new`]) is registered (`memremap_pages`,
+/// `MEMORY_DEVICE_PRIVATE`) at initialisation on a free range of physical address space
+/// (`request_free_mem_region`); device-coherent memory ([`Pagemap::new_coherent`],
+/// `MEMORY_DEVICE_COHERENT`) on the range the caller gives. It is unregistered on drop.
 ///
 /// Dropping it waits until all its pages are free: evict the pages still in use first
 /// ([`Pagemap::evict`]).
 ///
 /// # Invariants
 ///
-/// `inner.pgmap` is a registered `struct dev_pagemap` of type `MEMORY_DEVICE_PRIVATE` with the
-/// callbacks of `T` and the owner `owner`, at the start of `inner.region`, a region of
-/// `iomem_resource` that the pagemap reserved.
+/// `inner.pgmap` is a registered `struct dev_pagemap` of type `MEMORY_DEVICE_PRIVATE` or
+/// `MEMORY_DEVICE_COHERENT` with the callbacks of `T` and the owner `owner`. For device-private
+/// memory its range is at the start of `inner.region`, a region of `iomem_resource` that the
+/// pagemap reserved; for device-coherent memory `inner.region` is null.
 #[pin_data(PinnedDrop)]
 pub struct Pagemap<T: DevicePrivate> {
     #[pin]
@@ -149,34 +155,114 @@ impl<T: DevicePrivate> Pagemap<T> {
                 })?;
                 // SAFETY: `res` is the region just reserved; it is at least `size` bytes.
                 let start = unsafe { (*res).start };
-                // CAST: `usize` fits in `resource_size_t` on the 64-bit architectures with
-                // ZONE_DEVICE.
-                let end = start + size as bindings::resource_size_t - 1;
-                // SAFETY: `inner` is valid for writes; all-zero is a valid `dev_pagemap`.
-                let slot = unsafe {
-                    (&raw mut (*inner).region).write(res);
-                    &raw mut (*inner).pgmap
-                };
-                // SAFETY: `slot` is valid for writes; all-zero is a valid `dev_pagemap`.
-                unsafe {
-                    slot.write(core::mem::zeroed());
-                    (*slot).type_ = bindings::memory_type_MEMORY_DEVICE_PRIVATE;
-                    *(*slot).__bindgen_anon_1.range.as_mut() = bindings::range { start, end };
-                    (*slot).nr_range = 1;
-                    (*slot).ops = const { &Self::OPS };
-                    (*slot).owner = owner.as_ptr();
-                }
-                // SAFETY: `slot` is a filled-in pagemap that stays pinned while registered.
-                let mapped = unsafe { bindings::memremap_pages(slot, bindings::numa_node_id()) };
-                if let Err(e) = from_err_ptr(mapped) {
+                let kind = bindings::memory_type_MEMORY_DEVICE_PRIVATE;
+                // SAFETY: `inner` is valid for writes and stays pinned; the range is reserved for
+                // the pagemap in `res`.
+                let registered = unsafe { Self::register(inner, kind, start, size, owner, res) };
+                if registered.is_err() {
                     // SAFETY: The region was reserved above and nothing uses it.
                     unsafe { release_region(res) };
-                    return Err(e);
                 }
-                Ok(())
+                registered
             }),
             owner,
         }? Error)
+    }
+
+    /// Initialises `data`, then registers `size` bytes of device-coherent memory at physical
+    /// address `start`, owned by `owner`: device memory the CPU accesses directly, which user
+    /// mappings map like system memory (no CPU fault migrates it back).
+    ///
+    /// `start` and `size` must be non-zero multiples of the page size ([`EINVAL`]). Fails with
+    /// the errors of `memremap_pages`.
+    ///
+    /// # Safety
+    ///
+    /// `[start, start + size)` is memory that nothing else uses, such as memory set aside for the
+    /// device at boot (`memmap=`), until the pagemap is dropped.
+    pub unsafe fn new_coherent<E>(
+        start: u64,
+        size: usize,
+        owner: DeviceOwner,
+        data: impl PinInit<T, E>,
+    ) -> impl PinInit<Self, Error>
+    where
+        Error: From<E>,
+    {
+        try_pin_init!(Self {
+            data <- data,
+            inner <- Opaque::try_ffi_init(move |inner: *mut Registration| {
+                if start == 0 || start % PAGE_SIZE as u64 != 0 {
+                    return Err(EINVAL);
+                }
+                let kind = bindings::memory_type_MEMORY_DEVICE_COHERENT;
+                // SAFETY: `inner` is valid for writes and stays pinned; the range is the caller's
+                // to give (safety requirements).
+                unsafe { Self::register(inner, kind, start, size, owner, core::ptr::null_mut()) }
+            }),
+            owner,
+        }? Error)
+    }
+
+    /// Registers a pagemap of type `kind` for `size` bytes from physical address `start`, in
+    /// `inner`, with `region` the region it reserved, if any.
+    ///
+    /// # Safety
+    ///
+    /// `inner` is valid for writes and stays pinned until the pagemap is unregistered; the
+    /// physical range is for this pagemap alone.
+    unsafe fn register(
+        inner: *mut Registration,
+        kind: bindings::memory_type,
+        start: bindings::resource_size_t,
+        size: usize,
+        owner: DeviceOwner,
+        region: *mut bindings::resource,
+    ) -> Result {
+        if size == 0 || size % PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        // CAST: `usize` fits in `resource_size_t` on the 64-bit architectures with ZONE_DEVICE.
+        let end = start
+            .checked_add(size as bindings::resource_size_t - 1)
+            .ok_or(EINVAL)?;
+        // SAFETY: `inner` is valid for writes (safety requirements).
+        let slot = unsafe {
+            (&raw mut (*inner).region).write(region);
+            &raw mut (*inner).pgmap
+        };
+        // SAFETY: `slot` is valid for writes; all-zero is a valid `dev_pagemap`.
+        unsafe {
+            slot.write(core::mem::zeroed());
+            (*slot).type_ = kind;
+            *(*slot).__bindgen_anon_1.range.as_mut() = bindings::range { start, end };
+            (*slot).nr_range = 1;
+            (*slot).ops = const { &Self::OPS };
+            (*slot).owner = owner.as_ptr();
+        }
+        // SAFETY: `slot` is a filled-in pagemap that stays pinned while registered.
+        let mapped = unsafe { bindings::memremap_pages(slot, bindings::numa_node_id()) };
+        from_err_ptr(mapped).map(|_| ())
+    }
+
+    /// Whether the pages are device-coherent memory ([`Pagemap::new_coherent`]).
+    #[inline]
+    pub fn is_coherent(&self) -> bool {
+        // SAFETY: The type is set before registration and not changed afterwards.
+        unsafe { (*self.pgmap()).type_ == bindings::memory_type_MEMORY_DEVICE_COHERENT }
+    }
+
+    /// Device page `pfn` of device-coherent memory, which the CPU can read and write, if it is
+    /// one of this pagemap.
+    pub fn coherent_page(&self, pfn: usize) -> Option<BorrowedPage<'_>> {
+        if !self.is_coherent() || !self.pfns().contains(&pfn) {
+            return None;
+        }
+        // SAFETY: `pfn` is a page of this pagemap, whose `struct page`s live while it is
+        // registered, which `'_` covers.
+        let page = unsafe { bindings::pfn_to_page(pfn) };
+        // SAFETY: As above.
+        NonNull::new(page).map(|p| unsafe { BorrowedPage::from_raw(p) })
     }
 
     /// The pfns of the device pages, for the driver's allocator.
@@ -409,10 +495,13 @@ impl<T: DevicePrivate> core::ops::Deref for Pagemap<T> {
 impl<T: DevicePrivate> PinnedDrop for Pagemap<T> {
     fn drop(self: Pin<&mut Self>) {
         // SAFETY: By the type invariants the pagemap is registered; this waits for its pages to
-        // be freed and unregisters it. Then the region it reserved is released.
+        // be freed and unregisters it. Then the region it reserved, if any, is released.
         unsafe {
             bindings::memunmap_pages(self.pgmap());
-            release_region((*self.inner.get()).region);
+            let region = (*self.inner.get()).region;
+            if !region.is_null() {
+                release_region(region);
+            }
         }
     }
 }

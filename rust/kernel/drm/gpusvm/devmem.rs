@@ -23,6 +23,7 @@ use crate::{
         DeviceOwner,
     },
     page::{
+        BorrowedPage,
         PAGE_SIZE, //
     },
     prelude::*,
@@ -189,6 +190,43 @@ impl<T: Driver> DeviceMemory<T> {
         Ok(try_pin_init!(Self {
             pagemap <- Pagemap::new(size, owner, name, backend),
         }? Error))
+    }
+
+    /// Like [`DeviceMemory::new`], for `size` bytes of device-coherent memory at physical address
+    /// `start`: memory the CPU accesses directly ([`DeviceMemory::coherent_page`]), so that a
+    /// range there is never faulted back; it moves back by eviction only.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Pagemap::new_coherent`]: the physical range is for this memory alone.
+    pub unsafe fn new_coherent<E>(
+        start: u64,
+        size: usize,
+        owner: DeviceOwner,
+        device: impl PinInit<T::Device, E>,
+        access: T::Access,
+    ) -> Result<impl PinInit<Self, Error>>
+    where
+        Error: From<E>,
+    {
+        let stats = Arc::new(DeviceStats::new(), GFP_KERNEL)?;
+        let backend = try_pin_init!(Backend::<T> {
+            device <- device,
+            access,
+            stats,
+        }? E);
+        // SAFETY: The safety requirements.
+        let pagemap = unsafe { Pagemap::new_coherent(start, size, owner, backend) };
+        Ok(try_pin_init!(Self {
+            pagemap <- pagemap,
+        }? Error))
+    }
+
+    /// Page `pfn` of device-coherent memory, for the CPU copies of the driver; `None` for
+    /// device-private memory or a page of another memory.
+    #[inline]
+    pub fn coherent_page(&self, pfn: usize) -> Option<BorrowedPage<'_>> {
+        self.pagemap.coherent_page(pfn)
     }
 
     fn from_pagemap(pagemap: &Pagemap<Backend<T>>) -> &Self {

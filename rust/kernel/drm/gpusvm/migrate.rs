@@ -89,7 +89,10 @@ impl<T: Driver> GpuSvm<T> {
         for pfn in pfns.iter() {
             // SAFETY: No invalidation ran since the read, and none can while the notifier lock
             // is held: the page is still mapped, hence allocated.
-            if unsafe { pfn.device_private_owner() } != Some(self.owner) {
+            let owner = unsafe { pfn.device_private_owner() };
+            // SAFETY: As above.
+            let owner = owner.or_else(|| unsafe { pfn.device_coherent_owner() });
+            if owner != Some(self.owner) {
                 return Ok(false);
             }
         }
@@ -128,7 +131,8 @@ impl<T: Driver> GpuSvm<T> {
                 continue;
             };
             let part = addr..span.end.min(vma.end());
-            let select = Select::DEVICE_PRIVATE | Select::COMPOUND;
+            // Device-coherent pages too: they come back by eviction only.
+            let select = Select::DEVICE_PRIVATE | Select::DEVICE_COHERENT | Select::COMPOUND;
             let mig = Migration::setup(vma, part.clone(), select, self.owner)?;
             moved += mem.to_sram(mig)?;
             addr = part.end;

@@ -179,6 +179,14 @@ impl ValidPages<'_> {
         unsafe { self.pfns.get(i)?.device_private_owner() }
     }
 
+    /// The owner of page `i` of the range if it is a device-coherent page (which the device may
+    /// read as a system page); `None` for other pages, holes and `i` out of the range.
+    #[inline]
+    pub fn device_coherent_owner(&self, i: usize) -> Option<DeviceOwner> {
+        // SAFETY: As in `device_private_owner`.
+        unsafe { self.pfns.get(i)?.device_coherent_owner() }
+    }
+
     /// The address the device uses for system page `i` of the range, if the pages were read with
     /// [`Fault::dma`](super::Fault::dma) and the device is still bound.
     #[inline]
