@@ -427,6 +427,22 @@ mod tests {
     }
 
     #[test]
+    fn read_of_untouched_page_is_the_zero_page() -> Result {
+        let map = UserMapping::new(2)?;
+        map.write(PAGE_SIZE, &[1u8])?;
+        let n = mirror(&map)?;
+
+        // A read fault of a private anonymous page never written maps the shared zero page.
+        let mut pfns = [HmmPfn::default(); 2];
+        fault(&map, &n, 0, &mut pfns, Request::fault(false))?;
+        assert!(pfns[0].is_valid() && pfns[0].is_zero_page());
+        assert!(pfns[1].is_valid() && !pfns[1].is_zero_page());
+        // Nothing mapped is no zero page.
+        assert!(!HmmPfn::SNAPSHOT.is_zero_page());
+        Ok(())
+    }
+
+    #[test]
     fn hole_is_efault() -> Result {
         let map = UserMapping::new(4)?;
         let n = mirror(&map)?;

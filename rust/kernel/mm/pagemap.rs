@@ -138,35 +138,31 @@ impl<T: DevicePrivate> Pagemap<T> {
     where
         Error: From<E>,
     {
-        try_pin_init!(Self {
-            data <- data,
-            inner <- Opaque::try_ffi_init(move |inner: *mut Registration| {
-                if size == 0 || size % PAGE_SIZE != 0 {
-                    return Err(EINVAL);
-                }
-                // SAFETY: `iomem_resource` is the root of the physical address space; `name`
-                // lives forever.
-                let res = from_err_ptr(unsafe {
-                    bindings::request_free_mem_region(
-                        &raw mut bindings::iomem_resource,
-                        size,
-                        name.as_char_ptr(),
-                    )
-                })?;
-                // SAFETY: `res` is the region just reserved; it is at least `size` bytes.
-                let start = unsafe { (*res).start };
-                let kind = bindings::memory_type_MEMORY_DEVICE_PRIVATE;
-                // SAFETY: `inner` is valid for writes and stays pinned; the range is reserved for
-                // the pagemap in `res`.
-                let registered = unsafe { Self::register(inner, kind, start, size, owner, res) };
-                if registered.is_err() {
-                    // SAFETY: The region was reserved above and nothing uses it.
-                    unsafe { release_region(res) };
-                }
-                registered
-            }),
-            owner,
-        }? Error)
+        Self::init(data, owner, move |inner| {
+            if size == 0 || size % PAGE_SIZE != 0 {
+                return Err(EINVAL);
+            }
+            // SAFETY: `iomem_resource` is the root of the physical address space; `name` lives
+            // forever.
+            let res = from_err_ptr(unsafe {
+                bindings::request_free_mem_region(
+                    &raw mut bindings::iomem_resource,
+                    size,
+                    name.as_char_ptr(),
+                )
+            })?;
+            // SAFETY: `res` is the region just reserved; it is at least `size` bytes.
+            let start = unsafe { (*res).start };
+            let kind = bindings::memory_type_MEMORY_DEVICE_PRIVATE;
+            // SAFETY: `inner` is valid for writes and stays pinned; the range is reserved for the
+            // pagemap in `res`.
+            let registered = unsafe { Self::register(inner, kind, start, size, owner, res) };
+            if registered.is_err() {
+                // SAFETY: The region was reserved above and nothing uses it.
+                unsafe { release_region(res) };
+            }
+            registered
+        })
     }
 
     /// Initialises `data`, then registers `size` bytes of device-coherent memory at physical
@@ -189,17 +185,29 @@ impl<T: DevicePrivate> Pagemap<T> {
     where
         Error: From<E>,
     {
+        Self::init(data, owner, move |inner| {
+            if start == 0 || start % PAGE_SIZE as u64 != 0 {
+                return Err(EINVAL);
+            }
+            let kind = bindings::memory_type_MEMORY_DEVICE_COHERENT;
+            // SAFETY: `inner` is valid for writes and stays pinned; the range is the caller's to
+            // give (safety requirements).
+            unsafe { Self::register(inner, kind, start, size, owner, core::ptr::null_mut()) }
+        })
+    }
+
+    /// Initialises `data`, then the registration with `register`, which gets its slot.
+    fn init<E>(
+        data: impl PinInit<T, E>,
+        owner: DeviceOwner,
+        register: impl FnOnce(*mut Registration) -> Result,
+    ) -> impl PinInit<Self, Error>
+    where
+        Error: From<E>,
+    {
         try_pin_init!(Self {
             data <- data,
-            inner <- Opaque::try_ffi_init(move |inner: *mut Registration| {
-                if start == 0 || start % PAGE_SIZE as u64 != 0 {
-                    return Err(EINVAL);
-                }
-                let kind = bindings::memory_type_MEMORY_DEVICE_COHERENT;
-                // SAFETY: `inner` is valid for writes and stays pinned; the range is the caller's
-                // to give (safety requirements).
-                unsafe { Self::register(inner, kind, start, size, owner, core::ptr::null_mut()) }
-            }),
+            inner <- Opaque::try_ffi_init(register),
             owner,
         }? Error)
     }

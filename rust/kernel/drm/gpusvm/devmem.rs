@@ -112,6 +112,20 @@ pub(super) struct Backend<T: Driver> {
     stats: Arc<DeviceStats>,
 }
 
+impl<T: Driver> Backend<T> {
+    fn new<E>(
+        device: impl PinInit<T::Device, E>,
+        access: T::Access,
+    ) -> Result<impl PinInit<Self, E>> {
+        let stats = Arc::new(DeviceStats::new(), GFP_KERNEL)?;
+        Ok(try_pin_init!(Self {
+            device <- device,
+            access,
+            stats,
+        }? E))
+    }
+}
+
 impl<T: Driver> DevicePrivate for Backend<T> {
     type PageData = Arc<Allocation<T>>;
 
@@ -181,12 +195,7 @@ impl<T: Driver> DeviceMemory<T> {
     where
         Error: From<E>,
     {
-        let stats = Arc::new(DeviceStats::new(), GFP_KERNEL)?;
-        let backend = try_pin_init!(Backend::<T> {
-            device <- device,
-            access,
-            stats,
-        }? E);
+        let backend = Backend::new(device, access)?;
         Ok(try_pin_init!(Self {
             pagemap <- Pagemap::new(size, owner, name, backend),
         }? Error))
@@ -209,12 +218,7 @@ impl<T: Driver> DeviceMemory<T> {
     where
         Error: From<E>,
     {
-        let stats = Arc::new(DeviceStats::new(), GFP_KERNEL)?;
-        let backend = try_pin_init!(Backend::<T> {
-            device <- device,
-            access,
-            stats,
-        }? E);
+        let backend = Backend::new(device, access)?;
         // SAFETY: The safety requirements.
         let pagemap = unsafe { Pagemap::new_coherent(start, size, owner, backend) };
         Ok(try_pin_init!(Self {
