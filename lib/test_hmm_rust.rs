@@ -248,14 +248,12 @@ impl Pool {
 /// The device state of a device's [`DeviceMemory`].
 struct Vram {
     pool: Arc<SpinLock<Pool>>,
-    /// Device-coherent memory: no backing pages, and single pages only (as `test_hmm`).
-    coherent: bool,
     /// Set by `HMM_DMIRROR_FLAGS`: the next huge allocation falls back to single pages.
     fail_alloc: Atomic<u32>,
 }
 
 impl Vram {
-    fn new(npages: usize, coherent: bool) -> Result<Self> {
+    fn new(npages: usize) -> Result<Self> {
         let mut used = KVVec::with_capacity(npages.div_ceil(64), GFP_KERNEL)?;
         used.resize(npages.div_ceil(64), 0, GFP_KERNEL)?;
         let mut backing = KVVec::with_capacity(npages, GFP_KERNEL)?;
@@ -264,7 +262,6 @@ impl Vram {
         }
         Ok(Self {
             pool: Arc::pin_init(new_spinlock!(Pool { used, backing }), GFP_KERNEL)?,
-            coherent,
             fail_alloc: Atomic::new(0),
         })
     }
@@ -276,7 +273,7 @@ impl Vram {
         pfn: usize,
         f: impl FnOnce(&Page) -> Result<R>,
     ) -> Result<R> {
-        if mem.device().coherent {
+        if mem.is_coherent() {
             let page = mem.coherent_page(pfn).ok_or(EINVAL)?;
             return f(&page);
         }
@@ -321,12 +318,13 @@ impl Driver for Mirror {
 
     fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(VramAlloc, FreePages)> {
         let vram = mem.device();
-        let huge =
-            !vram.coherent && npages % BLOCK_PAGES == 0 && vram.fail_alloc.xchg(0, Relaxed) == 0;
+        // Device-coherent memory: no backing pages, and single pages only (as `test_hmm`).
+        let coherent = mem.is_coherent();
+        let huge = !coherent && npages % BLOCK_PAGES == 0 && vram.fail_alloc.xchg(0, Relaxed) == 0;
         // The backing pages, allocated before the pool is locked.
         let mut pages = KVVec::with_capacity(npages, GFP_KERNEL)?;
         for _ in 0..npages {
-            let page = if vram.coherent {
+            let page = if coherent {
                 None
             } else {
                 Some(Page::alloc_page(GFP_KERNEL)?)
@@ -894,11 +892,11 @@ impl kernel::Module for TestHmm {
             let owner = DeviceOwner::from_ref(owner);
             let npages = DEVMEM_SIZE / PAGE_SIZE;
             let mem = if id < 2 {
-                let vram = Vram::new(npages, false)?;
+                let vram = Vram::new(npages)?;
                 let mem = DeviceMemory::new(DEVMEM_SIZE, owner, c"hmm_dmirror", vram, CpuAccess)?;
                 Arc::pin_init(mem, GFP_KERNEL)?
             } else {
-                let vram = Vram::new(npages, true)?;
+                let vram = Vram::new(npages)?;
                 // SAFETY: The parameter names memory set aside for this device at boot (e.g.
                 // with `memmap=`), as `test_hmm` requires of it: nothing else uses it.
                 let mem = unsafe {

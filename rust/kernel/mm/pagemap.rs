@@ -138,7 +138,7 @@ impl<T: DevicePrivate> Pagemap<T> {
     where
         Error: From<E>,
     {
-        Self::init(data, owner, move |inner| {
+        let register = move |inner: *mut Registration| {
             if size == 0 || size % PAGE_SIZE != 0 {
                 return Err(EINVAL);
             }
@@ -162,7 +162,9 @@ impl<T: DevicePrivate> Pagemap<T> {
                 unsafe { release_region(res) };
             }
             registered
-        })
+        };
+        // SAFETY: `register` registers the pagemap when it returns `Ok`.
+        unsafe { Self::init(data, owner, register) }
     }
 
     /// Initialises `data`, then registers `size` bytes of device-coherent memory at physical
@@ -185,7 +187,7 @@ impl<T: DevicePrivate> Pagemap<T> {
     where
         Error: From<E>,
     {
-        Self::init(data, owner, move |inner| {
+        let register = move |inner: *mut Registration| {
             if start == 0 || start % PAGE_SIZE as u64 != 0 {
                 return Err(EINVAL);
             }
@@ -193,11 +195,17 @@ impl<T: DevicePrivate> Pagemap<T> {
             // SAFETY: `inner` is valid for writes and stays pinned; the range is the caller's to
             // give (safety requirements).
             unsafe { Self::register(inner, kind, start, size, owner, core::ptr::null_mut()) }
-        })
+        };
+        // SAFETY: `register` registers the pagemap when it returns `Ok`.
+        unsafe { Self::init(data, owner, register) }
     }
 
     /// Initialises `data`, then the registration with `register`, which gets its slot.
-    fn init<E>(
+    ///
+    /// # Safety
+    ///
+    /// `register` registers the pagemap in the slot when it returns `Ok` (the type invariants).
+    unsafe fn init<E>(
         data: impl PinInit<T, E>,
         owner: DeviceOwner,
         register: impl FnOnce(*mut Registration) -> Result,

@@ -226,6 +226,12 @@ impl<T: Driver> DeviceMemory<T> {
         }? Error))
     }
 
+    /// Whether this is device-coherent memory ([`DeviceMemory::new_coherent`]).
+    #[inline]
+    pub fn is_coherent(&self) -> bool {
+        self.pagemap.is_coherent()
+    }
+
     /// Page `pfn` of device-coherent memory, for the CPU copies of the driver; `None` for
     /// device-private memory or a page of another memory.
     #[inline]
