@@ -97,6 +97,24 @@ impl HmmPfn {
         ((self.0 >> PFN_ORDER_SHIFT) & 0x1f) as u32
     }
 
+    /// How many pages there are from `addr`, where this entry maps a page, to the end of the CPU
+    /// mapping of the page: a mapping of order [`Self::map_order`] covers the naturally aligned
+    /// block of `1 << order` pages of one folio, every page of it mapped the same way. 1 for a
+    /// page mapped by a PTE.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::hmm::HmmPfn;
+    ///
+    /// assert_eq!(HmmPfn::writable_page(42).pages_to_mapping_end(0x7f00_0000_5000), 1);
+    /// ```
+    #[inline]
+    pub const fn pages_to_mapping_end(self, addr: usize) -> usize {
+        let block = 1usize << self.map_order();
+        block - (addr / PAGE_SIZE) % block
+    }
+
     /// Whether the page mapped there is the shared zero page (of a private mapping read before it
     /// was written).
     #[inline]
@@ -423,6 +441,25 @@ mod tests {
         fault(&map2, &n2, 0, &mut pfns, Request::PER_PAGE)?;
         assert!(!pfns[0].is_valid());
         assert!(pfns[1].is_valid());
+        Ok(())
+    }
+
+    #[test]
+    fn a_huge_mapping_is_one_block_of_pages() -> Result {
+        let block = 1usize << crate::mm::migrate::PMD_ORDER;
+        let map = UserMapping::new(2 * block)?;
+        let first = (map.addr(0).next_multiple_of(block * PAGE_SIZE) - map.addr(0)) / PAGE_SIZE;
+        map.madvise(0, 2 * block, bindings::MADV_HUGEPAGE)?;
+        // One write fault maps the whole aligned block with a huge page.
+        map.write(first * PAGE_SIZE, &[1u8])?;
+        let n = mirror(&map)?;
+        let mut pfns = KVec::from_elem(HmmPfn::SNAPSHOT, block, GFP_KERNEL)?;
+        fault(&map, &n, first, &mut pfns, Request::SNAPSHOT)?;
+        assert!(pfns
+            .iter()
+            .all(|p| p.is_valid() && p.map_order() == crate::mm::migrate::PMD_ORDER));
+        assert_eq!(pfns[0].pages_to_mapping_end(map.addr(first)), block);
+        assert_eq!(pfns[5].pages_to_mapping_end(map.addr(first + 5)), block - 5);
         Ok(())
     }
 

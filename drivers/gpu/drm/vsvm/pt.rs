@@ -33,6 +33,10 @@ pub(crate) struct Pte {
 pub(crate) struct Mapping {
     start: usize,
     ptes: KVec<Option<Pte>>,
+    /// The entries that map a page.
+    mapped: usize,
+    /// The pfn of a page in VRAM among them, if there is one.
+    in_vram: Option<usize>,
 }
 
 impl Mapping {
@@ -41,6 +45,8 @@ impl Mapping {
         Ok(Self {
             start,
             ptes: KVec::with_capacity(npages, GFP_KERNEL)?,
+            mapped: 0,
+            in_vram: None,
         })
     }
 
@@ -48,18 +54,43 @@ impl Mapping {
     /// were reserved. Returns how many pages it maps (holes are not mapped).
     pub(crate) fn fill(&mut self, valid: &ValidPages<'_>) -> Result<usize> {
         self.ptes.clear();
-        let mut mapped = 0;
-        for (i, pfn) in valid.pfns().iter().enumerate() {
-            let pte = pfn.is_valid().then_some(Pte {
-                pfn: *pfn,
-                vram: valid.device_private_owner(i).is_some(),
-                writable: pfn.is_writable(),
-                atomic: valid.atomic(),
-            });
-            mapped += usize::from(pte.is_some());
-            self.ptes.push_within_capacity(pte).map_err(|_| ENOMEM)?;
+        self.mapped = 0;
+        self.in_vram = None;
+        let pfns = valid.pfns();
+        let mut i = 0;
+        while i < pfns.len() {
+            // The pages of a huge mapping are one folio: all in VRAM, or none.
+            let n = pfns[i]
+                .pages_to_mapping_end(self.start + i * PAGE_SIZE)
+                .min(pfns.len() - i);
+            let vram = valid.device_private_owner(i).is_some();
+            for pfn in &pfns[i..i + n] {
+                if !pfn.is_valid() {
+                    self.ptes.push_within_capacity(None).map_err(|_| ENOMEM)?;
+                    continue;
+                }
+                let pte = Pte {
+                    pfn: *pfn,
+                    vram,
+                    writable: pfn.is_writable(),
+                    atomic: valid.atomic(),
+                };
+                self.mapped += 1;
+                if vram && self.in_vram.is_none() {
+                    self.in_vram = pfn.pfn();
+                }
+                self.ptes
+                    .push_within_capacity(Some(pte))
+                    .map_err(|_| ENOMEM)?;
+            }
+            i += n;
         }
-        Ok(mapped)
+        Ok(self.mapped)
+    }
+
+    /// The pfn of a page in VRAM that the mapping maps, if there is one.
+    pub(crate) fn in_vram(&self) -> Option<usize> {
+        self.in_vram
     }
 
     fn span(&self) -> Range<usize> {
@@ -117,7 +148,7 @@ impl PageTable {
     pub(crate) fn bind(&mut self, mapping: Mapping, node: RBTreeNodeReservation<usize, Mapping>) {
         let span = mapping.span();
         self.remove(&span);
-        self.bound += mapping.ptes.iter().filter(|p| p.is_some()).count();
+        self.bound += mapping.mapped;
         self.maps.insert(node.into_node(span.end, mapping));
     }
 
@@ -136,10 +167,11 @@ impl PageTable {
             let last = ((span.end - map.start) / PAGE_SIZE).min(map.ptes.len());
             for pte in &mut map.ptes[first..last] {
                 if pte.take().is_some() {
+                    map.mapped -= 1;
                     self.bound -= 1;
                 }
             }
-            cursor = if map.ptes.iter().all(Option::is_none) {
+            cursor = if map.mapped == 0 {
                 // Freeing is fine under the lock; allocating is not.
                 remove_and_next(c)
             } else {
@@ -159,7 +191,7 @@ impl PageTable {
             if map.start >= span.end {
                 break;
             }
-            self.bound -= map.ptes.iter().filter(|p| p.is_some()).count();
+            self.bound -= map.mapped;
             cursor = remove_and_next(c);
         }
     }

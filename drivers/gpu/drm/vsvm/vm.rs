@@ -69,7 +69,7 @@ const NOTIFIER_SIZE: usize = 1 << 29;
 
 /// The aligned block around a GPU fault whose CPU-present pages the fault handler maps too, when
 /// the faulting range is smaller and the GPU walks through memory (see [`Vm::fault_around`]).
-const FAULT_AROUND: usize = 256 * 1024;
+const FAULT_AROUND: usize = GpuSvm::<Mirror>::RUN_BLOCK;
 
 /// How many times the engine faults on one access before it gives up on it.
 const MAX_FAULTS_PER_ACCESS: u32 = 16;
@@ -128,8 +128,6 @@ fn byte_sum(words: &[u64]) -> u64 {
 
 /// What [`Vm::bind`] bound.
 struct Bound {
-    /// The pages mapped: holes are not.
-    pages: usize,
     /// A page of VRAM among them, if there is one.
     in_vram: Option<usize>,
 }
@@ -335,16 +333,11 @@ impl Vm {
             return Ok(None);
         };
         let pages = mapping.fill(&valid)?;
-        // The only device pages HMM reports are ours (the owner's): no need to ask each page.
-        let vram = self.vram.pfns();
-        let in_vram = valid
-            .pfns()
-            .iter()
-            .find_map(|p| p.pfn().filter(|pfn| vram.contains(pfn)));
+        let in_vram = mapping.in_vram();
         if pages > 0 {
             svm.driver().pt.write().bind(mapping, node);
         }
-        Ok(Some(Bound { pages, in_vram }))
+        Ok(Some(Bound { in_vram }))
     }
 
     /// Maps what the CPU has present of the ranges that follow `faulted` in its aligned block of
@@ -355,23 +348,45 @@ impl Vm {
     /// effort: what fails here faults later. Returns where the mapping ends.
     fn fault_around(&self, faulted: &Range<Mirror>) -> usize {
         let svm = &self.svm;
+        let start = faulted.span().end;
         let block_end = (faulted.span().start | (FAULT_AROUND - 1)).saturating_add(1);
-        let mut addr = faulted.span().end;
-        while addr < block_end {
-            if svm.driver().pt.read().lookup(addr).is_some() {
-                addr += PAGE_SIZE;
-                continue;
-            }
-            let Ok(range) = svm.find_or_insert(addr, self.span.clone()) else {
+        if start >= block_end {
+            return start;
+        }
+        // One walk of the CPU page tables for the ranges of the block (a run's block).
+        let Ok(run) = svm.get_pages_run(start..block_end, self.span.clone(), &Fault::present())
+        else {
+            return start;
+        };
+        // Allocated before the locks: the page table lock is taken in `invalidate`.
+        let Ok(mut maps) = KVec::with_capacity(run.len(), GFP_KERNEL) else {
+            return start;
+        };
+        for range in &run {
+            let Ok(mapping) = Mapping::new(range.span().start, range.npages()) else {
                 break;
             };
-            match self.bind(&range, &Fault::present()) {
-                Ok(Some(bound)) if bound.pages > 0 => (),
+            let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
+                break;
+            };
+            if maps.push_within_capacity((mapping, node)).is_err() {
+                break;
+            }
+        }
+        let guard = svm.notifier_read();
+        let mut pt = svm.driver().pt.write();
+        let mut end = start;
+        for (range, (mut mapping, node)) in run.iter().zip(maps.drain_all()) {
+            let Some(valid) = svm.pages_valid(range, &guard) else {
+                break;
+            };
+            match mapping.fill(&valid) {
+                Ok(pages) if pages > 0 => pt.bind(mapping, node),
                 _ => break,
             }
-            addr = range.span().end;
+            end = range.span().end;
         }
-        addr
+        end
     }
 
     /// Raises a GPU page fault at `addr` for `access` into the fault queue, and waits until the

@@ -161,13 +161,23 @@ impl ChunkSizes {
 }
 
 /// The CPU-present pages of a block from `start`: bit `i` for page `i`.
-#[derive(Default)]
 pub(super) struct Present {
     pub(super) start: usize,
     pub(super) mask: u64,
 }
 
 impl Present {
+    /// Whether a page of `span` is present.
+    pub(super) fn any(&self, span: &Range<usize>) -> bool {
+        let first = span.start.saturating_sub(self.start) / PAGE_SIZE;
+        let end = span
+            .end
+            .saturating_sub(self.start)
+            .div_ceil(PAGE_SIZE)
+            .min(64);
+        (first..end).any(|i| self.mask >> i & 1 != 0)
+    }
+
     /// Whether every page of `span` is present.
     pub(super) fn covers(&self, span: &Range<usize>) -> bool {
         let Some(first) = span.start.checked_sub(self.start).map(|o| o / PAGE_SIZE) else {

@@ -280,6 +280,13 @@ mod tests {
 
     fn new_svm(map: &UserMapping) -> Result<impl PinInit<GpuSvm<Mock>, Error>> {
         let chunks = ChunkSizes::new(&[SZ_2M, SZ_64K, PAGE_SIZE])?.present_only_up_to(SZ_64K)?;
+        new_svm_of(map, chunks)
+    }
+
+    fn new_svm_of(
+        map: &UserMapping,
+        chunks: ChunkSizes,
+    ) -> Result<impl PinInit<GpuSvm<Mock>, Error>> {
         let ptes = KVec::with_capacity(MAX_PTES, GFP_KERNEL)?;
         let mock = pin_init!(Mock {
             invalidations: Atomic::new(0),
@@ -466,6 +473,112 @@ mod tests {
         fill(&map, page + 2 * per_block)?;
         let r = svm.find_or_insert(block + SZ_64K + 5, 0..usize::MAX)?;
         assert_eq!(r.span(), block + SZ_64K..block + 2 * SZ_64K);
+        Ok(())
+    }
+
+    /// The first page of `map` at the start of a block of `GpuSvm::RUN_BLOCK` bytes; `map` has
+    /// room for two blocks from there.
+    fn run_block_page(map: &UserMapping) -> usize {
+        let block = GpuSvm::<Mock>::RUN_BLOCK;
+        (((map.addr(0) + block - 1) & !(block - 1)) - map.addr(0)) / PAGE_SIZE
+    }
+
+    #[test]
+    fn a_run_reads_the_pages_of_many_ranges_in_one_walk() -> Result {
+        let per_block = GpuSvm::<Mock>::RUN_BLOCK / PAGE_SIZE;
+        let map = UserMapping::new(3 * per_block)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = Arc::pin_init(
+            new_svm_of(&map, ChunkSizes::new(&[PAGE_SIZE])?)?,
+            GFP_KERNEL,
+        )?;
+        let first = run_block_page(&map);
+        // From the second page of a block: the run ends with the block, not with the span.
+        let span = map.addr(first + 1)..map.addr(first + 2 * per_block);
+        let run = svm.get_pages_run(span.clone(), 0..usize::MAX, &Fault::read())?;
+        assert_eq!(run.len(), per_block - 1);
+        assert_eq!(svm.count().0, per_block - 1);
+        assert_eq!(svm.stats().faults[0].get(), u64::try_from(per_block - 1)?);
+        {
+            let guard = svm.notifier_read();
+            for (i, r) in run.iter().enumerate() {
+                assert_eq!(r.span().start, map.addr(first + 1 + i));
+                assert_eq!(r.npages(), 1);
+                let valid = svm.pages_valid(r, &guard).ok_or(EINVAL)?;
+                assert!(valid.pfns()[0].is_valid());
+            }
+        }
+        // One page dropped: only its range loses the proof; the next run finds the same ranges
+        // and reads it again.
+        map.dontneed(first + 3, 1)?;
+        {
+            let guard = svm.notifier_read();
+            for (i, r) in run.iter().enumerate() {
+                assert_eq!(svm.pages_valid(r, &guard).is_some(), i != 2);
+            }
+        }
+        let again = svm.get_pages_run(span, 0..usize::MAX, &Fault::read())?;
+        assert_eq!(again.len(), run.len());
+        assert!(again.iter().zip(&run).all(|(a, r)| Arc::ptr_eq(a, r)));
+        let guard = svm.notifier_read();
+        assert!(run.iter().all(|r| svm.pages_valid(r, &guard).is_some()));
+        Ok(())
+    }
+
+    #[test]
+    fn a_present_run_ends_at_the_first_range_the_cpu_did_not_touch() -> Result {
+        let per_block = GpuSvm::<Mock>::RUN_BLOCK / PAGE_SIZE;
+        let map = UserMapping::new(2 * per_block)?;
+        let svm = Arc::pin_init(
+            new_svm_of(&map, ChunkSizes::new(&[PAGE_SIZE])?)?,
+            GFP_KERNEL,
+        )?;
+        let first = run_block_page(&map);
+        // Pages 0 to 3 and 5 touched; the run from page 1 maps 1 to 3, and inserts nothing more.
+        for i in [0, 1, 2, 3, 5] {
+            map.write((first + i) * PAGE_SIZE, &[1])?;
+        }
+        let span = map.addr(first + 1)..map.addr(first + per_block);
+        let run = svm.get_pages_run(span, 0..usize::MAX, &Fault::present())?;
+        assert_eq!(run.len(), 3);
+        assert_eq!(svm.count().0, 3);
+        assert_eq!(svm.stats().faults[0].get(), 0);
+        // A run from a page the CPU did not touch still gets that page's range, with a hole.
+        let run = svm.get_pages_run(
+            map.addr(first + 4)..map.addr(first + 5),
+            0..usize::MAX,
+            &Fault::present(),
+        )?;
+        assert_eq!(run.len(), 1);
+        let guard = svm.notifier_read();
+        let valid = svm.pages_valid(&run[0], &guard).ok_or(EINVAL)?;
+        assert!(!valid.pfns()[0].is_valid());
+        Ok(())
+    }
+
+    #[test]
+    fn a_run_chooses_each_chunk_as_a_fault_would() -> Result {
+        let per_block = GpuSvm::<Mock>::RUN_BLOCK / PAGE_SIZE;
+        let map = UserMapping::new(2 * per_block)?;
+        let svm = svm(&map)?;
+        // Two 64K blocks: the first with one page touched (4K ranges), the second whole (64K).
+        let first = run_block_page(&map);
+        let per_64k = SZ_64K / PAGE_SIZE;
+        map.write(first * PAGE_SIZE, &[1])?;
+        for i in per_64k..2 * per_64k {
+            map.write((first + i) * PAGE_SIZE, &[1])?;
+        }
+        let span = map.addr(first)..map.addr(first + 2 * per_64k);
+        let run = svm.get_pages_run(span.clone(), 0..usize::MAX, &Fault::read())?;
+        assert_eq!(run.len(), per_64k + 1);
+        assert!(run[..per_64k].iter().all(|r| r.npages() == 1));
+        assert_eq!(run[per_64k].span(), map.addr(first + per_64k)..span.end);
+        // Read faults: every page is there now, holes included.
+        let guard = svm.notifier_read();
+        for r in &run {
+            let valid = svm.pages_valid(r, &guard).ok_or(EINVAL)?;
+            assert!(valid.pfns().iter().all(|p| p.is_valid()));
+        }
         Ok(())
     }
 

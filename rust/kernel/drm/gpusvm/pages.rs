@@ -32,11 +32,16 @@ use crate::{
     },
     page::PAGE_SIZE,
     prelude::*,
+    sync::Arc,
     time::{
         Delta,
         Instant,
         Monotonic, //
     },
+};
+use core::{
+    borrow::Borrow,
+    ops, //
 };
 
 /// How long [`GpuSvm::get_pages`] keeps starting again when invalidations race with it and no
@@ -140,28 +145,98 @@ impl<T: Driver> GpuSvm<T> {
     /// with `EOPNOTSUPP` for an atomic fault on pages that cannot be exclusive (not anonymous, or
     /// hugetlb), and with the errors of [`hmm::range_fault`].
     pub fn get_pages(&self, range: &Range<T>, fault: &Fault<'_, T>) -> Result {
-        let notifier = self.notifier_of(range)?;
-        let len = range.span.end - range.span.start;
-        if let Some(i) = self.chunks.sizes().iter().position(|&s| s == len) {
-            if !fault.present_only {
-                self.stats.faults[i].add(1);
+        self.read_pages(core::slice::from_ref(&range), fault)
+    }
+
+    /// Finds or inserts the ranges from `span.start` on, and reads their pages for `fault` with
+    /// one walk of the CPU page tables: what [`GpuSvm::find_or_insert`] and
+    /// [`GpuSvm::get_pages`] do range by range, for a run of ranges up to the end of `span`, of
+    /// the CPU VMA, of the notifier or of the aligned block of [`GpuSvm::RUN_BLOCK`] bytes,
+    /// whichever comes first. For a GPU that walks through memory in ranges much smaller than
+    /// that, as the CPU's fault-around does.
+    ///
+    /// With [`Fault::present`], the run ends before the first range of which the CPU has no page
+    /// present (no range is inserted over memory the process did not touch).
+    ///
+    /// Returns the ranges in address order, the first containing `span.start`; a range that
+    /// another thread inserts meanwhile ends the run before it. The pages of the first range are
+    /// stored as by [`GpuSvm::get_pages`]; those of a range that an invalidation overlapped
+    /// during the walk are not (check each with [`GpuSvm::pages_valid`]).
+    ///
+    /// Fails as [`GpuSvm::find_or_insert`] does for `span.start` and as [`GpuSvm::get_pages`]
+    /// does for the first range.
+    pub fn get_pages_run(
+        &self,
+        span: ops::Range<usize>,
+        gpuva: ops::Range<usize>,
+        fault: &Fault<'_, T>,
+    ) -> Result<KVec<Arc<Range<T>>>> {
+        let run = self.find_or_insert_run(span, gpuva, fault.present_only)?;
+        self.read_pages(&run, fault)?;
+        Ok(run)
+    }
+
+    /// Reads the pages of `ranges`, consecutive ranges of one notifier, from the CPU page tables
+    /// for `fault` with one walk, and stores those of each range that no invalidation overlapped
+    /// meanwhile; starts again until the first range's are stored.
+    fn read_pages<R: Borrow<Range<T>>>(&self, ranges: &[R], fault: &Fault<'_, T>) -> Result {
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (first.borrow(), last.borrow());
+        let notifier = self.notifier_of(first)?;
+        for pair in ranges.windows(2) {
+            let (a, b) = (pair[0].borrow(), pair[1].borrow());
+            self.notifier_of(b)?;
+            if a.span.end != b.span.start || !core::ptr::eq(a.notifier, b.notifier) {
+                return Err(EINVAL);
             }
         }
-        if let Some((AtomicPolicy::Vram, Some(mem))) = fault.atomic {
-            // Whatever does not move is made exclusive below.
-            let _ = self.migrate_to_vram(range, mem);
+        let start = first.span.start;
+        let npages = (last.span.end - start) / PAGE_SIZE;
+        for r in ranges {
+            let len = r.borrow().span.end - r.borrow().span.start;
+            if let Some(i) = self.chunks.sizes().iter().position(|&s| s == len) {
+                if !fault.present_only {
+                    self.stats.faults[i].add(1);
+                }
+            }
+            if let Some((AtomicPolicy::Vram, Some(mem))) = fault.atomic {
+                // Whatever does not move is made exclusive below.
+                let _ = self.migrate_to_vram(r.borrow(), mem);
+            }
         }
-        let npages = range.npages();
         let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
         pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
-        // Room for the mappings, made under the notifier lock where nothing may allocate, and
-        // revoked when the device unbinds.
-        let mut dma = match fault.dma {
-            Some(dev) => Some(Devres::new(dev, DmaMappings::with_capacity(npages)?)?),
-            None => None,
-        };
-        // Which pages are our device pages, told under the notifier lock (see `own_pages`).
-        let mut own = KVec::with_capacity(npages, GFP_KERNEL)?;
+        // Per range: its pages (a copy of its part of `pfns`, when there are several ranges),
+        // room for its DMA mappings, made under the notifier lock where nothing may allocate and
+        // revoked when the device unbinds, and its invalidation count before the walk.
+        let mut stores = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
+        let mut dma = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
+        let mut counts = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
+        for r in ranges {
+            let n = r.borrow().npages();
+            let store = if ranges.len() > 1 {
+                KVec::with_capacity(n, GFP_KERNEL)?
+            } else {
+                KVec::new()
+            };
+            stores.push(store, GFP_KERNEL)?;
+            dma.push(
+                match fault.dma {
+                    Some(dev) => Some(Devres::new(dev, DmaMappings::with_capacity(n)?)?),
+                    None => None,
+                },
+                GFP_KERNEL,
+            )?;
+            counts.push(0u64, GFP_KERNEL)?;
+        }
+        // Which pages are our device pages, told under the notifier lock (see `own_pages`):
+        // needed to write or make pages exclusive only.
+        let mut own = KVec::new();
+        if fault.write {
+            own.reserve(npages, GFP_KERNEL)?;
+        }
         let mut request = if fault.present_only {
             Request::SNAPSHOT
         } else {
@@ -174,20 +249,24 @@ impl<T: Driver> GpuSvm<T> {
             if stalled >= GET_PAGES_STALLED && progress.elapsed() >= GET_PAGES_TIMEOUT {
                 return Err(EBUSY);
             }
-            let invalidations = {
+            {
                 let _guard = self.notifier_lock.read();
-                // SAFETY: The notifier lock is held for reading.
-                unsafe { range.pages.get() }.invalidations
-            };
-            // Taken after the count: an invalidation of the range counted before it is over
-            // (`read_begin` waits for it), one counted after it shows in the count below.
+                for (count, r) in counts.iter_mut().zip(ranges) {
+                    // SAFETY: The notifier lock is held for reading.
+                    *count = unsafe { r.borrow().pages.get() }.invalidations;
+                }
+            }
+            // Taken after the counts: an invalidation of a range counted before it is over
+            // (`read_begin` waits for it), one counted after it shows in the counts below.
             let seq = notifier.read_begin();
             let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
             let mmap = mm.mmap_read_lock();
-            let res = hmm::range_fault(notifier, &mmap, &seq, range.span.start, &mut pfns, request)
-                .and_then(|()| self.own_pages(range, invalidations, &pfns, &mut own))
-                .and_then(|read_only| {
-                    if fault.write && read_only {
+            let res =
+                hmm::range_fault(notifier, &mmap, &seq, start, &mut pfns, request).and_then(|()| {
+                    if !fault.write {
+                        return Ok(());
+                    }
+                    if self.own_pages(ranges, &counts, &pfns, &mut own)? {
                         // HMM reports our own device pages as they are, also read-only ones
                         // (shared copy-on-write since a fork), which no write may use. Faulted
                         // without the owner they come back to system memory, where the write
@@ -196,7 +275,7 @@ impl<T: Driver> GpuSvm<T> {
                         return Err(EBUSY);
                     }
                     match fault.atomic {
-                        Some(_) => self.make_exclusive(&mmap, range.span.start, &mut pfns, &own),
+                        Some(_) => self.make_exclusive(&mmap, start, &mut pfns, &own),
                         None => Ok(()),
                     }
                 });
@@ -221,32 +300,50 @@ impl<T: Driver> GpuSvm<T> {
                 res => res?,
             }
             let _guard = self.notifier_lock.write();
-            // SAFETY: The notifier lock is held for writing; this is the only borrow.
-            let pages = unsafe { range.pages.get_mut() };
-            // Only invalidations of this range make the read stale, not those of the other
-            // ranges of the notifier, which `read_retry` would also report: threads faulting
-            // ranges of one notifier would otherwise keep starting each other over.
-            if pages.invalidations != invalidations {
-                self.stats.retries.add(1);
-                stalled += 1;
-                continue;
-            }
-            if let (Some(dev), Some(mappings)) = (fault.dma, &dma) {
-                if let Err(e) = self.map_pages(dev, &pfns, mappings) {
-                    // Unmapped under the lock, as below.
-                    drop(dma.take());
-                    return Err(e);
+            let mut offset = 0;
+            for (i, r) in ranges.iter().enumerate() {
+                let r = r.borrow();
+                let part = offset..offset + r.npages();
+                offset = part.end;
+                // SAFETY: The notifier lock is held for writing; this is the only borrow.
+                let pages = unsafe { r.pages.get_mut() };
+                // Only invalidations of this range make its read stale, not those of the other
+                // ranges of the notifier, which `read_retry` would also report: threads faulting
+                // ranges of one notifier would otherwise keep starting each other over.
+                if pages.invalidations != counts[i] {
+                    if i == 0 {
+                        break;
+                    }
+                    continue;
                 }
+                if let (Some(dev), Some(mappings)) = (fault.dma, &dma[i]) {
+                    if let Err(e) = self.map_pages(dev, &pfns[part.clone()], mappings) {
+                        // Unmapped under the lock, as below.
+                        drop(dma[i].take());
+                        return Err(e);
+                    }
+                }
+                if ranges.len() == 1 {
+                    core::mem::swap(&mut pages.pfns, &mut pfns);
+                } else {
+                    // Room was made above: this does not allocate.
+                    stores[i].extend_from_slice(&pfns[part], GFP_NOWAIT)?;
+                    core::mem::swap(&mut pages.pfns, &mut stores[i]);
+                }
+                core::mem::swap(&mut pages.dma, &mut dma[i]);
+                // The old mappings are unmapped before the lock goes: once it does, an
+                // invalidation may let their pages be freed, and an unmap after that (which
+                // copies a bounce buffer back, with swiotlb) would write into a freed page.
+                drop(dma[i].take());
+                pages.valid = true;
+                pages.atomic = fault.atomic.is_some();
             }
-            core::mem::swap(&mut pages.pfns, &mut pfns);
-            core::mem::swap(&mut pages.dma, &mut dma);
-            // The old mappings are unmapped before the lock goes: once it does, an invalidation
-            // may let their pages be freed, and an unmap after that (which copies a bounce
-            // buffer back, with swiotlb) would write into a freed page.
-            drop(dma.take());
-            pages.valid = true;
-            pages.atomic = fault.atomic.is_some();
-            return Ok(());
+            // SAFETY: The notifier lock is held for writing.
+            if unsafe { first.pages.get() }.invalidations == counts[0] {
+                return Ok(());
+            }
+            self.stats.retries.add(1);
+            stalled += 1;
         }
     }
 
@@ -272,32 +369,46 @@ impl<T: Driver> GpuSvm<T> {
         Ok(())
     }
 
-    /// Tells which of `pfns`, just read for `range`, are device pages of ours, into `own`
-    /// (which has room for them). Returns whether one of those is read-only, or [`EBUSY`] if an
-    /// invalidation of the range came after its count was `invalidations`.
+    /// Tells which of `pfns`, just read for `ranges` (see [`GpuSvm::read_pages`]), are device
+    /// pages of ours, into `own` (which has room for them). Returns whether one of those is
+    /// read-only. The pages of a range that an invalidation overlapped since its count was
+    /// `counts[i]` count as not ours: they are not stored.
     ///
     /// Telling a device page needs its pagemap: under the notifier lock, with no invalidation of
     /// the range since the read, the pages are still mapped, so the pagemap stays registered.
-    fn own_pages(
+    fn own_pages<R: Borrow<Range<T>>>(
         &self,
-        range: &Range<T>,
-        invalidations: u64,
+        ranges: &[R],
+        counts: &[u64],
         pfns: &[HmmPfn],
         own: &mut KVec<bool>,
     ) -> Result<bool> {
         let _guard = self.notifier_lock.read();
-        // SAFETY: The notifier lock is held for reading.
-        if unsafe { range.pages.get() }.invalidations != invalidations {
-            return Err(EBUSY);
-        }
         own.clear();
         let mut read_only = false;
-        for pfn in pfns {
-            // SAFETY: The page is mapped until the next invalidation of the range, which waits
-            // for the lock (above).
-            let ours = unsafe { pfn.device_private_owner() } == Some(self.owner);
-            read_only |= ours && !pfn.is_writable();
-            own.push_within_capacity(ours).map_err(|_| ENOMEM)?;
+        let mut offset = 0;
+        for (r, &count) in ranges.iter().zip(counts) {
+            let r = r.borrow();
+            let part = &pfns[offset..offset + r.npages()];
+            offset += r.npages();
+            // SAFETY: The notifier lock is held for reading.
+            let current = unsafe { r.pages.get() }.invalidations == count;
+            let mut i = 0;
+            while i < part.len() {
+                let pfn = part[i];
+                // The pages of a huge mapping are one folio: one answer for all of them.
+                let n = pfn
+                    .pages_to_mapping_end(r.span.start + i * PAGE_SIZE)
+                    .min(part.len() - i);
+                // SAFETY: The page is mapped until the next invalidation of the range, which waits
+                // for the lock (above).
+                let ours = current && unsafe { pfn.device_private_owner() } == Some(self.owner);
+                read_only |= ours && !pfn.is_writable();
+                for _ in 0..n {
+                    own.push_within_capacity(ours).map_err(|_| ENOMEM)?;
+                }
+                i += n;
+            }
         }
         Ok(read_only)
     }

@@ -22,7 +22,10 @@ use crate::{
     },
     page::PAGE_SIZE,
     prelude::*,
-    rbtree::RBTree,
+    rbtree::{
+        RBTree,
+        RBTreeNode, //
+    },
     sync::{
         Arc,
         Mutex, //
@@ -212,6 +215,9 @@ impl ValidPages<'_> {
 /// The ranges of a notifier, keyed by their end address: the range containing `addr` is the
 /// first one whose end is above it.
 pub(super) type RangeTree<T> = RBTree<usize, Arc<Range<T>>>;
+
+/// A node of a [`RangeTree`].
+pub(super) type RangeNode<T> = RBTreeNode<usize, Arc<Range<T>>>;
 
 /// The range of `ranges` that contains `addr`, if any.
 pub(super) fn range_at<T: Driver>(ranges: &RangeTree<T>, addr: usize) -> Option<Arc<Range<T>>> {

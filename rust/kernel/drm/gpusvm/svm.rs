@@ -15,6 +15,7 @@ use super::{
         range_at,
         NotifierLocked,
         Pages,
+        RangeNode,
         RangeTree, //
     },
     ChunkSizes,
@@ -38,10 +39,7 @@ use crate::{
     },
     page::PAGE_SIZE,
     prelude::*,
-    rbtree::{
-        RBTree,
-        RBTreeNode, //
-    },
+    rbtree::RBTree,
     sync::{
         aref::ARef,
         atomic::{
@@ -92,7 +90,25 @@ pub struct GpuSvm<T: Driver> {
     pub(super) driver: T,
 }
 
+/// A range of a run that [`GpuSvm::find_or_insert_run`] finds, or the span of one it inserts.
+enum Slot<T: Driver> {
+    Found(Arc<Range<T>>),
+    New(ops::Range<usize>),
+}
+
+impl<T: Driver> Slot<T> {
+    fn span(&self) -> ops::Range<usize> {
+        match self {
+            Slot::Found(range) => range.span.clone(),
+            Slot::New(span) => span.clone(),
+        }
+    }
+}
+
 impl<T: Driver> GpuSvm<T> {
+    /// A run of ranges ([`GpuSvm::get_pages_run`]) lies in one aligned block of this many bytes.
+    pub const RUN_BLOCK: usize = ChunkSizes::MAX_PRESENT_ONLY_PAGES * PAGE_SIZE;
+
     /// Mirrors `span` of `mm`, with notifiers over aligned blocks of `notifier_size` bytes (a
     /// power of two, at least the largest chunk) and ranges of `chunks`, for `driver`, whose
     /// device-private pages `owner` names.
@@ -277,6 +293,27 @@ impl<T: Driver> GpuSvm<T> {
     /// Fails with [`EFAULT`] if the process is exiting, [`ENOENT`] if no VMA maps `addr` or it
     /// is outside the span, [`EIO`] for `VM_IO` / `VM_PFNMAP` mappings.
     pub fn find_or_insert(&self, addr: usize, gpuva: ops::Range<usize>) -> Result<Arc<Range<T>>> {
+        let mut run = self.find_or_insert_run(addr..addr.saturating_add(1), gpuva, false)?;
+        run.truncate(1);
+        run.pop().ok_or(ENOENT)
+    }
+
+    /// Finds or inserts the ranges from `span.start` on, each as [`GpuSvm::find_or_insert`] would,
+    /// up to the end of `span`, of the CPU VMA, of the notifier or of the aligned block of
+    /// [`GpuSvm::RUN_BLOCK`] bytes, whichever comes first: one mmap lock, one notifier lookup and
+    /// one insertion for all of them. Returns them in address order, the first containing
+    /// `span.start`; a range that another thread inserts meanwhile ends the run before it. With
+    /// `present_only`, so does the first range after the first of which the CPU has no page
+    /// present.
+    ///
+    /// Fails as [`GpuSvm::find_or_insert`] does for `span.start`.
+    pub(super) fn find_or_insert_run(
+        &self,
+        span: ops::Range<usize>,
+        gpuva: ops::Range<usize>,
+        present_only: bool,
+    ) -> Result<KVec<Arc<Range<T>>>> {
+        let addr = span.start;
         if !self.span.contains(&addr) {
             return Err(ENOENT);
         }
@@ -284,8 +321,8 @@ impl<T: Driver> GpuSvm<T> {
         let (notifier_ptr, used) = self.notifier_for(&mm, addr)?;
         // SAFETY: The notifier stays inserted while `used` lives.
         let notifier = unsafe { &*notifier_ptr };
-        // Held until the range is in the tree: an munmap of the VMA found here cannot come
-        // before the insertion (its invalidation would not see the range, which would then
+        // Held until the ranges are in the tree: an munmap of the VMA found here cannot come
+        // before the insertion (its invalidation would not see the ranges, which would then
         // outlive the VMA unmarked and never be collected), only after it.
         let mmap = mm.mmap_read_lock();
         let vma_span = {
@@ -296,104 +333,172 @@ impl<T: Driver> GpuSvm<T> {
             vma.start()..vma.end()
         };
         let bounds = [vma_span.clone(), notifier.span(), gpuva, self.span.clone()];
-        // Which pages the CPU has present, read only when a chunk that needs them is chosen:
-        // until then, every page counts as present.
+        let block_end = (addr | (Self::RUN_BLOCK - 1)).saturating_add(1);
+        let end = bounds
+            .iter()
+            .fold(span.end.min(block_end), |end, b| end.min(b.end));
+        // Which pages the CPU has present, read only when a chunk that needs them is chosen or
+        // the run is to end at the first range with none: until then, every page counts as
+        // present.
         let mut present: Option<Present> = None;
+        if present_only {
+            present = Some(self.present_around(notifier, &mmap, &(addr..end), &vma_span)?);
+        }
         let unfit = |ranges: &RangeTree<T>, c: &ops::Range<usize>, present: &Option<Present>| {
             any_overlap(ranges, c)
                 || (self.chunks.needs_present(c.end - c.start)
                     && present.as_ref().is_some_and(|p| !p.covers(c)))
         };
+        // A slot per range, each of at least a page from `addr` on.
+        let mut plan = KVec::with_capacity(
+            end.saturating_sub(addr).div_ceil(PAGE_SIZE).max(1),
+            GFP_KERNEL,
+        )?;
 
         loop {
-            // Choose the chunk under the read lock, allocate without the lock (an allocation
+            // Choose the chunks under the read lock, allocate without the lock (an allocation
             // under it could reclaim, and invalidate, which takes it), then insert under the
-            // write lock if no other range took the place meanwhile. The mmap lock may be held
-            // around allocations, as in any page fault.
-            let span = {
+            // write lock those no other range took the place of meanwhile. The mmap lock may be
+            // held around allocations, as in any page fault.
+            plan.clear();
+            let needs_present = {
                 let _guard = self.notifier_lock.read();
                 // SAFETY: The notifier lock is held for reading.
                 let ranges = unsafe { notifier.ranges.get() };
-                if let Some(r) = range_at(ranges, addr) {
-                    return Ok(r);
+                let mut needs_present = false;
+                let mut at = addr;
+                while at < end || plan.is_empty() {
+                    let slot = match range_at(ranges, at) {
+                        Some(r) => Slot::Found(r),
+                        None => {
+                            let Some(c) = self
+                                .chunks
+                                .fit(at, &bounds, |c| unfit(ranges, &c, &present))
+                            else {
+                                break;
+                            };
+                            needs_present |=
+                                present.is_none() && self.chunks.needs_present(c.end - c.start);
+                            Slot::New(c)
+                        }
+                    };
+                    let absent = present.as_ref().is_some_and(|p| !p.any(&slot.span()));
+                    if present_only && absent && !plan.is_empty() {
+                        break;
+                    }
+                    at = slot.span().end;
+                    plan.push_within_capacity(slot).map_err(|_| ENOMEM)?;
                 }
-                self.chunks
-                    .fit(addr, &bounds, |c| unfit(ranges, &c, &present))
-                    .ok_or(ENOENT)?
+                needs_present
             };
-            if present.is_none() && self.chunks.needs_present(span.end - span.start) {
-                present = Some(self.present_around(notifier, &mmap, addr, &vma_span)?);
+            if plan.is_empty() {
+                return Err(ENOENT);
+            }
+            if needs_present {
+                present = Some(self.present_around(notifier, &mmap, &(addr..end), &vma_span)?);
                 continue;
             }
-            let (key, wanted) = (span.end, span.clone());
-            let range_use = used.clone();
-            let range = Arc::pin_init(
-                pin_init!(Range {
-                    svm_id: self.id,
-                    span: span.clone(),
-                    // INVARIANT: The notifier whose block contains `addr`, hence `span`, and a
-                    // use of it.
-                    notifier: notifier_ptr,
-                    _use: range_use,
-                    // No pages until `get_pages` reads them.
-                    pages: NotifierLocked::new(Pages {
-                        pfns: KVec::new(),
-                        dma: None,
-                        valid: false,
-                        invalidations: 0,
-                        unmapped: false,
-                        atomic: false,
-                    }),
-                    migrate <- new_mutex!((), "gpusvm_range_migrate"),
-                }),
-                GFP_KERNEL,
-            )?;
-            let node = RBTreeNode::new(key, range.clone(), GFP_KERNEL)?;
-
-            let guard = self.notifier_lock.write();
-            // SAFETY: The notifier lock is held for writing; this is the only borrow.
-            let ranges = unsafe { notifier.ranges.get_mut() };
-            if any_overlap(ranges, &wanted) {
-                // Another fault inserted a range there meanwhile: look again.
-                drop(guard);
-                continue;
+            let mut run = KVec::with_capacity(plan.len(), GFP_KERNEL)?;
+            let mut nodes = KVec::with_capacity(plan.len(), GFP_KERNEL)?;
+            for slot in plan.drain_all() {
+                let (range, node) = match slot {
+                    Slot::Found(range) => (range, None),
+                    Slot::New(c) => {
+                        let (range, node) = self.new_range(c, notifier_ptr, &used)?;
+                        (range, Some(node))
+                    }
+                };
+                run.push_within_capacity(range).map_err(|_| ENOMEM)?;
+                nodes.push_within_capacity(node).map_err(|_| ENOMEM)?;
             }
-            ranges.insert(node);
-            return Ok(range);
+            if nodes.iter().any(Option::is_some) {
+                let _guard = self.notifier_lock.write();
+                // SAFETY: The notifier lock is held for writing; this is the only borrow.
+                let ranges = unsafe { notifier.ranges.get_mut() };
+                for (i, node) in nodes.drain_all().enumerate() {
+                    let Some(node) = node else {
+                        continue;
+                    };
+                    if any_overlap(ranges, &run[i].span) {
+                        // Another fault inserted a range there meanwhile: the run ends here.
+                        run.truncate(i);
+                        break;
+                    }
+                    ranges.insert(node);
+                }
+            }
+            if !run.is_empty() {
+                return Ok(run);
+            }
+            // The first range lost its place: look again.
         }
     }
 
-    /// Which pages of the block of [`ChunkSizes::present_only`] bytes around `addr` the CPU has
-    /// present, for the chunk choice (a hint: it may change right after).
+    /// A new range over `span` of the notifier `notifier`, which `used` keeps inserted, and the
+    /// node to insert it with.
+    fn new_range(
+        &self,
+        span: ops::Range<usize>,
+        notifier: *const IntervalNotifier<Notifier<T>>,
+        used: &NotifierUse,
+    ) -> Result<(Arc<Range<T>>, RangeNode<T>)> {
+        let key = span.end;
+        let range = Arc::pin_init(
+            pin_init!(Range {
+                svm_id: self.id,
+                span,
+                // INVARIANT: The caller passes the notifier whose block contains `span`, and a use
+                // of it.
+                notifier,
+                _use: used.clone(),
+                // No pages until `get_pages` reads them.
+                pages: NotifierLocked::new(Pages {
+                    pfns: KVec::new(),
+                    dma: None,
+                    valid: false,
+                    invalidations: 0,
+                    unmapped: false,
+                    atomic: false,
+                }),
+                migrate <- new_mutex!((), "gpusvm_range_migrate"),
+            }),
+            GFP_KERNEL,
+        )?;
+        let node = RangeNode::new(key, range.clone(), GFP_KERNEL)?;
+        Ok((range, node))
+    }
+
+    /// Which pages the CPU has present in the blocks of [`ChunkSizes::present_only`] bytes (or
+    /// pages) that `span` overlaps, within one aligned block of [`GpuSvm::RUN_BLOCK`] bytes: for
+    /// the chunk choice and the end of a run (a hint: it may change right after).
     fn present_around(
         &self,
         notifier: &IntervalNotifier<Notifier<T>>,
         mmap: &MmapReadGuard<'_>,
-        addr: usize,
+        span: &ops::Range<usize>,
         vma: &ops::Range<usize>,
     ) -> Result<Present> {
-        let size = self.chunks.present_only();
-        if size == 0 {
-            return Ok(Present::default());
-        }
-        let block = addr & !(size - 1);
-        let span = block.max(vma.start)..(block + size).min(vma.end);
+        let size = self.chunks.present_only().max(PAGE_SIZE);
+        let start = (span.start & !(size - 1)).max(vma.start);
+        let end = span
+            .end
+            .checked_next_multiple_of(size)
+            .unwrap_or(span.end)
+            .min(vma.end);
         let mut pfns = [HmmPfn::SNAPSHOT; ChunkSizes::MAX_PRESENT_ONLY_PAGES];
-        let pfns = &mut pfns[..(span.end - span.start) / PAGE_SIZE];
+        let count = (end.saturating_sub(start) / PAGE_SIZE).min(pfns.len());
+        let pfns = &mut pfns[..count];
         let seq = notifier.read_begin();
         // A snapshot that races with an invalidation counts as nothing present.
         let mut mask = 0;
-        if hmm::range_fault(notifier, mmap, &seq, span.start, pfns, Request::SNAPSHOT).is_ok() {
+        if hmm::range_fault(notifier, mmap, &seq, start, pfns, Request::SNAPSHOT).is_ok() {
             for (i, pfn) in pfns.iter().enumerate() {
                 if pfn.is_valid() {
                     mask |= 1 << i;
                 }
             }
         }
-        Ok(Present {
-            start: span.start,
-            mask,
-        })
+        Ok(Present { start, mask })
     }
 
     /// The number of ranges and of notifiers.
