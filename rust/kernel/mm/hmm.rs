@@ -446,7 +446,8 @@ mod tests {
 
     #[test]
     fn a_huge_mapping_is_one_block_of_pages() -> Result {
-        let block = 1usize << crate::mm::migrate::PMD_ORDER;
+        let order = bindings::PMD_SHIFT - crate::page::PAGE_SHIFT as u32;
+        let block = 1usize << order;
         let map = UserMapping::new(2 * block)?;
         let first = (map.addr(0).next_multiple_of(block * PAGE_SIZE) - map.addr(0)) / PAGE_SIZE;
         map.madvise(0, 2 * block, bindings::MADV_HUGEPAGE)?;
@@ -455,9 +456,7 @@ mod tests {
         let n = mirror(&map)?;
         let mut pfns = KVec::from_elem(HmmPfn::SNAPSHOT, block, GFP_KERNEL)?;
         fault(&map, &n, first, &mut pfns, Request::SNAPSHOT)?;
-        assert!(pfns
-            .iter()
-            .all(|p| p.is_valid() && p.map_order() == crate::mm::migrate::PMD_ORDER));
+        assert!(pfns.iter().all(|p| p.is_valid() && p.map_order() == order));
         assert_eq!(pfns[0].pages_to_mapping_end(map.addr(first)), block);
         assert_eq!(pfns[5].pages_to_mapping_end(map.addr(first + 5)), block - 5);
         Ok(())
