@@ -300,6 +300,16 @@ impl<T: Driver> GpuSvm<T> {
                 res => res?,
             }
             let _guard = self.notifier_lock.write();
+            // Only invalidations of a range make its read stale, not those of the other ranges of
+            // the notifier, which `read_retry` would also report: threads faulting ranges of one
+            // notifier would otherwise keep starting each other over. The first range's pages
+            // are stored, or none: a pass stores at most once, into room made before it.
+            // SAFETY: The notifier lock is held for writing.
+            if unsafe { first.pages.get() }.invalidations != counts[0] {
+                self.stats.retries.add(1);
+                stalled += 1;
+                continue;
+            }
             let mut offset = 0;
             for (i, r) in ranges.iter().enumerate() {
                 let r = r.borrow();
@@ -307,13 +317,8 @@ impl<T: Driver> GpuSvm<T> {
                 offset = part.end;
                 // SAFETY: The notifier lock is held for writing; this is the only borrow.
                 let pages = unsafe { r.pages.get_mut() };
-                // Only invalidations of this range make its read stale, not those of the other
-                // ranges of the notifier, which `read_retry` would also report: threads faulting
-                // ranges of one notifier would otherwise keep starting each other over.
                 if pages.invalidations != counts[i] {
-                    if i == 0 {
-                        break;
-                    }
+                    // Invalidated during the walk: left without pages.
                     continue;
                 }
                 if let (Some(dev), Some(mappings)) = (fault.dma, &dma[i]) {
@@ -338,12 +343,7 @@ impl<T: Driver> GpuSvm<T> {
                 pages.valid = true;
                 pages.atomic = fault.atomic.is_some();
             }
-            // SAFETY: The notifier lock is held for writing.
-            if unsafe { first.pages.get() }.invalidations == counts[0] {
-                return Ok(());
-            }
-            self.stats.retries.add(1);
-            stalled += 1;
+            return Ok(());
         }
     }
 
