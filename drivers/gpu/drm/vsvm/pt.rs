@@ -35,8 +35,6 @@ pub(crate) struct Mapping {
     ptes: KVec<Option<Pte>>,
     /// The entries that map a page.
     mapped: usize,
-    /// The pfn of a page in VRAM among them, if there is one.
-    in_vram: Option<usize>,
 }
 
 impl Mapping {
@@ -46,16 +44,16 @@ impl Mapping {
             start,
             ptes: KVec::with_capacity(npages, GFP_KERNEL)?,
             mapped: 0,
-            in_vram: None,
         })
     }
 
     /// Sets the entries from the pages of `valid`, one per page; fails if there are more than
-    /// were reserved. Returns how many pages it maps (holes are not mapped).
-    pub(crate) fn fill(&mut self, valid: &ValidPages<'_>) -> Result<usize> {
+    /// were reserved. Returns how many pages it maps (holes are not mapped), and the pfn of one
+    /// in VRAM if there is one.
+    pub(crate) fn fill(&mut self, valid: &ValidPages<'_>) -> Result<(usize, Option<usize>)> {
         self.ptes.clear();
         self.mapped = 0;
-        self.in_vram = None;
+        let mut in_vram = None;
         let pfns = valid.pfns();
         let mut i = 0;
         while i < pfns.len() {
@@ -76,8 +74,8 @@ impl Mapping {
                     atomic: valid.atomic(),
                 };
                 self.mapped += 1;
-                if vram && self.in_vram.is_none() {
-                    self.in_vram = pfn.pfn();
+                if vram && in_vram.is_none() {
+                    in_vram = pfn.pfn();
                 }
                 self.ptes
                     .push_within_capacity(Some(pte))
@@ -85,12 +83,7 @@ impl Mapping {
             }
             i += n;
         }
-        Ok(self.mapped)
-    }
-
-    /// The pfn of a page in VRAM that the mapping maps, if there is one.
-    pub(crate) fn in_vram(&self) -> Option<usize> {
-        self.in_vram
+        Ok((self.mapped, in_vram))
     }
 
     fn span(&self) -> Range<usize> {

@@ -346,8 +346,7 @@ impl Vm {
         let Some(valid) = svm.pages_valid(range, &guard) else {
             return Ok(None);
         };
-        let pages = mapping.fill(&valid)?;
-        let in_vram = mapping.in_vram();
+        let (pages, in_vram) = mapping.fill(&valid)?;
         if pages > 0 {
             svm.driver().pt.write().bind(mapping, node);
         }
@@ -395,7 +394,7 @@ impl Vm {
                 break;
             };
             match mapping.fill(&valid) {
-                Ok(pages) if pages > 0 => pt.bind(mapping, node),
+                Ok((pages, _)) if pages > 0 => pt.bind(mapping, node),
                 _ => break,
             }
             end = range.span().end;
