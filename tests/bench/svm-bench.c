@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -182,23 +183,33 @@ static void report(const char *name, const char *unit, struct samples *ours,
 
 /* --- the two devices ---------------------------------------------------- */
 
-static uint32_t vm_create(uint32_t flags)
+static uint32_t vm_create_on(int fd, uint32_t flags)
 {
 	struct drm_vsvm_vm_create c = {
 		.start = PAGE, .size = (1ULL << 47) - PAGE, .flags = flags
 	};
 
-	if (ioctl(vsvm_fd, DRM_IOCTL_VSVM_VM_CREATE, &c))
+	if (ioctl(fd, DRM_IOCTL_VSVM_VM_CREATE, &c))
 		die("vm create");
 	return c.vm_id;
 }
 
-static void vm_destroy(uint32_t vm)
+static uint32_t vm_create(uint32_t flags)
+{
+	return vm_create_on(vsvm_fd, flags);
+}
+
+static void vm_destroy_on(int fd, uint32_t vm)
 {
 	struct drm_vsvm_vm_destroy d = { .vm_id = vm };
 
-	if (ioctl(vsvm_fd, DRM_IOCTL_VSVM_VM_DESTROY, &d))
+	if (ioctl(fd, DRM_IOCTL_VSVM_VM_DESTROY, &d))
 		die("vm destroy");
+}
+
+static void vm_destroy(uint32_t vm)
+{
+	vm_destroy_on(vsvm_fd, vm);
 }
 
 static void vsvm_op(uint32_t vm, uint32_t kind, void *addr, uint64_t size, uint64_t value)
@@ -235,14 +246,19 @@ static void vsvm_touch_pages(uint32_t vm, uint8_t *addr, uint64_t size)
 	}
 }
 
-static uint64_t prefetch(uint32_t vm, void *addr, uint64_t size, uint32_t region)
+static uint64_t prefetch_on(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t region)
 {
 	struct drm_vsvm_prefetch pf = { .addr = (uintptr_t)addr, .size = size, .vm_id = vm,
 					.region = region };
 
-	if (ioctl(vsvm_fd, DRM_IOCTL_VSVM_PREFETCH, &pf))
+	if (ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf))
 		die("prefetch");
 	return pf.pages_moved;
+}
+
+static uint64_t prefetch(uint32_t vm, void *addr, uint64_t size, uint32_t region)
+{
+	return prefetch_on(vsvm_fd, vm, addr, size, region);
 }
 
 static int hmm_open(void)
@@ -714,6 +730,175 @@ static void bench_teardown(uint64_t size)
 	munmap(bounce, size);
 }
 
+/* --- 8: several devices ---------------------------------------------------- */
+
+/*
+ * Pages in the VRAM of the first device moved to the VRAM of the second, a
+ * peer (vsvm.p2p_groups): by a prefetch on the second, device to device,
+ * against the same bytes through system memory (a prefetch to system memory
+ * on the first, then to VRAM on the second).
+ */
+static void bench_peer_migration(uint64_t size)
+{
+	struct samples direct = {}, through = {};
+	int fd1 = vsvm_open(1);
+	uint32_t vm0, vm1;
+	int j;
+
+	if (fd1 < 0) {
+		printf("SVM-BENCH-ERROR peer migration: no second vsvm device\n");
+		return;
+	}
+	vm0 = vm_create(0);
+	vm1 = vm_create_on(fd1, 0);
+	for (j = -1; j < runs; j++) {
+		uint8_t *p = buffer(size, 1, 1);
+		double t;
+
+		prefetch(vm0, p, size, DRM_VSVM_REGION_VRAM);
+		t = now();
+		if (prefetch_on(fd1, vm1, p, size, DRM_VSVM_REGION_VRAM) != size / PAGE)
+			die("peer migration: not every page moved");
+		keep(&direct, j, now() - t);
+		munmap(p, size);
+
+		p = buffer(size, 1, 1);
+		prefetch(vm0, p, size, DRM_VSVM_REGION_VRAM);
+		t = now();
+		prefetch(vm0, p, size, DRM_VSVM_REGION_SYSTEM);
+		if (prefetch_on(fd1, vm1, p, size, DRM_VSVM_REGION_VRAM) != size / PAGE)
+			die("migration through system memory: not every page moved");
+		keep(&through, j, now() - t);
+		munmap(p, size);
+	}
+	report("migrate VRAM to peer VRAM 64M THP", "GB/s", &direct, &through,
+	       "through system memory", (double)size / 1e9, 1, 1);
+	vm_destroy_on(fd1, vm1);
+	vm_destroy(vm0);
+	close(fd1);
+}
+
+/* --- 9: CPU faults back from VRAM at scale --------------------------------- */
+
+struct faulter {
+	uint8_t *p;
+	uint64_t size;
+};
+
+/* The CPU reads a byte of each page of a span in VRAM: each fault brings a block back. */
+static void *cpu_fault_back(void *arg)
+{
+	struct faulter *f = arg;
+	uint64_t off;
+
+	for (off = 0; off < f->size; off += PAGE)
+		sink += ((volatile uint8_t *)f->p)[off];
+	return NULL;
+}
+
+#define FAULTERS 16
+
+/*
+ * @n threads of one process, or @n processes, fault @size bytes back from
+ * VRAM at once, each its own slice; returns the time from the start of the
+ * faults to the end of the last.
+ */
+static double fault_back(uint64_t size, int n, int processes)
+{
+	uint64_t slice = size / n;
+	int ready[2], go[2], i;
+	double t;
+
+	if (!processes) {
+		uint8_t *p = buffer(size, 0, 1);
+		uint32_t vm = vm_create(0);
+		struct faulter f[FAULTERS];
+		pthread_t th[FAULTERS];
+
+		prefetch(vm, p, size, DRM_VSVM_REGION_VRAM);
+		t = now();
+		for (i = 0; i < n; i++) {
+			f[i] = (struct faulter){ p + i * slice, slice };
+			if (i)
+				pthread_create(&th[i], NULL, cpu_fault_back, &f[i]);
+		}
+		cpu_fault_back(&f[0]);
+		for (i = 1; i < n; i++)
+			pthread_join(th[i], NULL);
+		t = now() - t;
+		vm_destroy(vm);
+		munmap(p, size);
+		return t;
+	}
+	if (pipe(ready) || pipe(go))
+		die("pipe");
+	for (i = 0; i < n; i++) {
+		if (fork() == 0) {
+			int fd = vsvm_open(0);
+			uint8_t *p = buffer(slice, 0, 1);
+			struct faulter f = { p, slice };
+			char c = 0;
+
+			if (fd < 0)
+				_exit(1);
+			prefetch_on(fd, vm_create_on(fd, 0), p, slice, DRM_VSVM_REGION_VRAM);
+			if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+				_exit(1);
+			cpu_fault_back(&f);
+			_exit(0);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		char c;
+
+		if (read(ready[0], &c, 1) != 1)
+			die("fault-back: a process did not start");
+	}
+	t = now();
+	for (i = 0; i < n; i++)
+		if (write(go[1], "g", 1) != 1)
+			die("fault-back: go");
+	for (i = 0; i < n; i++) {
+		int status;
+
+		if (wait(&status) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
+			die("fault-back: a process failed");
+	}
+	t = now() - t;
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
+	return t;
+}
+
+/*
+ * Aggregate throughput of N threads (processes) faulting VRAM back at once
+ * against one: the CPU fault path takes no lock of the layer or the driver,
+ * so on the guest's two CPUs N >= 2 should approach twice one.
+ */
+static void bench_fault_back(uint64_t size)
+{
+	static const int counts[] = { 2, 4, FAULTERS };
+	struct samples one[2] = {}, many[2][3] = {};
+	char name[96];
+	int j, c, proc;
+
+	for (j = -1; j < runs; j++)
+		for (proc = 0; proc < 2; proc++) {
+			keep(&one[proc], j, fault_back(size, 1, proc));
+			for (c = 0; c < 3; c++)
+				keep(&many[proc][c], j, fault_back(size, counts[c], proc));
+		}
+	for (proc = 0; proc < 2; proc++)
+		for (c = 0; c < 3; c++) {
+			snprintf(name, sizeof(name), "CPU fault-back 64M, %d %s vs 1", counts[c],
+				 proc ? "processes" : "threads");
+			report(name, "GB/s", &many[proc][c], &one[proc], proc ? "one process" :
+			       "one thread", (double)size / 1e9, 1, counts[c] == 4 ? 0 : 1.5);
+		}
+}
+
 /* Whether figure @name is in the comma-separated list @only (all if empty). */
 static int selected(const char *only, const char *name)
 {
@@ -760,6 +945,8 @@ int main(int argc, char **argv)
 	RUN("teardown", bench_teardown(256 * MIB));
 	RUN("twin", bench_twin(64 * MIB, 1));
 	RUN("twin", bench_twin(64 * MIB, 0));
+	RUN("peer-migration", bench_peer_migration(64 * MIB));
+	RUN("fault-back", bench_fault_back(64 * MIB));
 	printf("SVM-BENCH-DONE %llu\n", (unsigned long long)sink & 1);
 	return 0;
 }

@@ -40,6 +40,13 @@ extern "C" {
  * written, or an exiting process), -EIO (prefetch of VM_IO or VM_PFNMAP
  * memory), -ETIMEDOUT and -ERESTARTSYS (WAIT), -ENOMEM.
  *
+ * Several devices: a process mirrored by VMs on several devices sees one
+ * memory. The devices of one interconnect group (module parameter p2p_groups)
+ * map each other's VRAM as it is (DRM_VSVM_PTE_PEER), and a prefetch or a
+ * fault preferring VRAM moves pages from a peer's VRAM directly. A device of
+ * another group gets pages in VRAM back in system memory when it touches
+ * them, as the CPU does; a prefetch moves them from there.
+ *
  * No ioctl changes the device for other processes. Faults are injected for
  * tests through the kernel's fault-injection framework, by root, in debugfs:
  * vsvm/<device>/{fail_alloc,fail_copy,partial_migration,delay_fault}/ and
@@ -296,6 +303,8 @@ struct drm_vsvm_madvise {
 #define DRM_VSVM_PTE_WRITABLE	(1 << 1)
 #define DRM_VSVM_PTE_VRAM	(1 << 2)
 #define DRM_VSVM_PTE_ATOMIC	(1 << 3)
+/* With DRM_VSVM_PTE_VRAM: the VRAM of a peer, another device of the interconnect group. */
+#define DRM_VSVM_PTE_PEER	(1 << 4)
 
 /**
  * struct drm_vsvm_pte - What the device page table maps at one page.
@@ -404,8 +413,14 @@ struct drm_vsvm_stats {
 	 */
 	__u64 dev_huge_folios;
 
+	/**
+	 * @dev_bytes_from_peers: Out: bytes that moved to the device's VRAM directly from the VRAM
+	 * of its peers (devices of its interconnect group).
+	 */
+	__u64 dev_bytes_from_peers;
+
 	/** @reserved: Must be zero. */
-	__u64 reserved[2];
+	__u64 reserved;
 };
 
 #define DRM_VSVM_VM_CREATE		0x00

@@ -480,6 +480,23 @@ impl<'a> Migration<'a> {
         NonNull::new(page).map(|p| unsafe { BorrowedPage::from_raw(p) })
     }
 
+    /// The pfn of page `n` of entry `i` if its source is a device page (of the migration's owner,
+    /// e.g. in the memory of a peer device), to copy its data from device to device.
+    ///
+    /// `None` for holes, entries that cannot migrate, `n` out of the entry, and system pages. The
+    /// page stays locked, and its device memory registered, while the migration lives.
+    pub fn device_pfn(&self, i: usize, n: usize) -> Option<usize> {
+        let src = self.src(i);
+        if !src.can_migrate() || n >= self.entry_pages(i) {
+            return None;
+        }
+        let pfn = src.pfn()? + n;
+        // SAFETY: The entry holds the valid pfn of a folio of `entry_pages(i)` pages.
+        let page = unsafe { bindings::pfn_to_page(pfn) };
+        // SAFETY: `page` is a valid `struct page`.
+        unsafe { bindings::is_zone_device_page(page) }.then_some(pfn)
+    }
+
     /// Gives source entry `i` its destination, with the data copied into it.
     ///
     /// A compound entry can take a folio of [`PMD_ORDER`]. In a migration that

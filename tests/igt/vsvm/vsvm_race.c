@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "igt.h"
 #include "vsvm/vsvm_ioctl.h"
@@ -277,6 +278,97 @@ static void test_ping_pong(bool vram)
 	munmap(counter, SZ_2M);
 }
 
+#define FAULTERS 16
+/* Sixteen slices fit the tests' VRAM, four to a 2M range. */
+#define FAULT_SLICE (SZ_2M / 4)
+
+struct faulter {
+	pthread_t thread;
+	uint8_t *slice;
+	uint8_t byte;
+	uint64_t bad;
+};
+
+/* The CPU checks every page of its slice in VRAM: each fault brings a block back. */
+static void *fault_back(void *arg)
+{
+	struct faulter *f = arg;
+
+	for (uint64_t off = 0; off < FAULT_SLICE; off += PAGE)
+		f->bad += f->slice[off + off / PAGE % PAGE] != f->byte;
+	return NULL;
+}
+
+/*
+ * Sixteen threads fault their slices of one buffer back from VRAM at once,
+ * four in each range, as the CPU threads of an application do after a GPU
+ * job: every byte they check is the GPU's, and every page came back.
+ */
+static void test_fault_back_threads(void)
+{
+	const uint64_t size = FAULTERS * FAULT_SLICE;
+	uint8_t *buf = vsvm_aligned_mmap(size, SZ_2M, PROT_READ | PROT_WRITE,
+					 MAP_PRIVATE | MAP_ANONYMOUS);
+	struct faulter f[FAULTERS];
+	struct drm_vsvm_stats before, after;
+
+	for (int i = 0; i < FAULTERS; i++)
+		vsvm_write(fd, vm, buf + i * FAULT_SLICE, FAULT_SLICE, (uint8_t)(i + 1));
+	igt_assert_eq_u64(vsvm_prefetch(fd, vm, buf, size, DRM_VSVM_REGION_VRAM), size / PAGE);
+	vsvm_stats(fd, vm, &before);
+	for (int i = 0; i < FAULTERS; i++) {
+		f[i] = (struct faulter){ .slice = buf + i * FAULT_SLICE, .byte = (uint8_t)(i + 1) };
+		igt_assert_eq(pthread_create(&f[i].thread, NULL, fault_back, &f[i]), 0);
+	}
+	for (int i = 0; i < FAULTERS; i++) {
+		igt_assert_eq(pthread_join(f[i].thread, NULL), 0);
+		igt_assert_eq_u64(f[i].bad, 0);
+	}
+	vsvm_stats(fd, vm, &after);
+	igt_assert_eq_u64(after.dev_bytes_cpu_faulted - before.dev_bytes_cpu_faulted, size);
+	igt_assert_eq_u64(before.dev_vram_used - after.dev_vram_used, size);
+	munmap(buf, size);
+}
+
+/* The same with sixteen processes, each faulting back its own buffer. */
+static void test_fault_back_processes(void)
+{
+	int ready[2], go[2];
+
+	igt_assert_eq(pipe(ready), 0);
+	igt_assert_eq(pipe(go), 0);
+	igt_fork(child, FAULTERS) {
+		int cfd = drm_open_driver_render(DRIVER_VSVM);
+		uint32_t cvm = vsvm_vm_create(cfd);
+		uint8_t *p = vsvm_aligned_mmap(FAULT_SLICE, FAULT_SLICE, PROT_READ | PROT_WRITE,
+					       MAP_PRIVATE | MAP_ANONYMOUS);
+		struct faulter f = { .slice = p, .byte = (uint8_t)(child + 1) };
+		char c = 0;
+
+		vsvm_write(cfd, cvm, p, FAULT_SLICE, f.byte);
+		igt_assert_eq_u64(vsvm_prefetch(cfd, cvm, p, FAULT_SLICE, DRM_VSVM_REGION_VRAM),
+				  FAULT_SLICE / PAGE);
+		igt_assert_eq(write(ready[1], &c, 1), 1);
+		igt_assert_eq(read(go[0], &c, 1), 1);
+		fault_back(&f);
+		igt_assert_eq_u64(f.bad, 0);
+		igt_assert_eq(vsvm_pte_flags(cfd, cvm, p), 0);
+		drm_close_driver(cfd);
+	}
+	for (int i = 0; i < FAULTERS; i++) {
+		char c;
+
+		igt_assert_eq(read(ready[0], &c, 1), 1);
+	}
+	for (int i = 0; i < FAULTERS; i++)
+		igt_assert_eq(write(go[1], "g", 1), 1);
+	igt_waitchildren();
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
+}
+
 /* Processes exit, or are killed, with a job in flight. */
 static void test_exit_with_job(bool kill_it)
 {
@@ -375,6 +467,12 @@ igt_main
 	igt_describe("CPU and GPU take turns on one counter the GPU migrates to VRAM");
 	igt_subtest("ping-pong-vram")
 		test_ping_pong(true);
+	igt_describe("Sixteen threads fault their slices of one buffer back from VRAM at once");
+	igt_subtest("fault-back-threads")
+		test_fault_back_threads();
+	igt_describe("Sixteen processes fault their buffers back from VRAM at once");
+	igt_subtest("fault-back-processes")
+		test_fault_back_processes();
 	igt_describe("A process exits with a job in flight");
 	igt_subtest("exit-with-job")
 		test_exit_with_job(false);

@@ -16,7 +16,6 @@ use kernel::{
         ioctl, //
     },
     faux,
-    mm::DeviceOwner,
     page::PAGE_SIZE,
     prelude::*,
     sizes::{
@@ -33,7 +32,10 @@ use crate::{
     gem::VsvmObject,
     module_parameters,
     vm::Mirror,
-    vram::Vram, //
+    vram::{
+        Group,
+        Vram, //
+    },
 };
 
 /// The DRM driver.
@@ -67,11 +69,8 @@ impl Queues {
 /// The data of a device.
 #[pin_data]
 pub(crate) struct VsvmData {
-    /// The device's memory; dropped with the device, after every file and VM. Dropped before the
-    /// owner, whose address names the owner of its pages.
+    /// The device's memory; dropped with the device, after every file and VM.
     pub(crate) vram: Arc<DeviceMemory<Mirror>>,
-    /// Its address names the owner of the device's memory.
-    _owner: KBox<u8>,
     /// The driver's work queues.
     pub(crate) queues: Arc<Queues>,
     /// The range sizes of the device's VMs.
@@ -110,12 +109,13 @@ fn chunk_sizes() -> Result<ChunkSizes> {
 }
 
 impl VsvmData {
+    /// A device named `name` of the interconnect group `group`.
     fn new(
         debugfs: &debugfs::Dir,
         name: &CStr,
+        group: Arc<Group>,
         queues: &Arc<Queues>,
     ) -> Result<impl PinInit<Self, Error>> {
-        let owner = KBox::new(0u8, GFP_KERNEL)?;
         // CAST: The parameter is in MiB; the product is checked.
         let size = usize::try_from(*module_parameters::vram_mb.value())?
             .checked_mul(1 << 20)
@@ -125,18 +125,18 @@ impl VsvmData {
         let vram = Arc::pin_init(
             DeviceMemory::new(
                 size,
-                DeviceOwner::from_ref(&*owner),
+                group.owner(),
                 c"vsvm-vram",
-                Vram::new(size, queues.clone(), &dir)?,
+                Vram::new(size, group.clone(), queues.clone(), &dir)?,
                 CpuAccess,
             )?,
             GFP_KERNEL,
         )?;
+        group.join(&vram)?;
         let shown = vram.clone();
         let queues = queues.clone();
         Ok(try_pin_init!(Self {
             vram,
-            _owner: owner,
             queues,
             chunks: chunk_sizes()?,
             _vram_file <- dir.read_callback_file(c"vram", shown, &show_vram),
@@ -218,9 +218,19 @@ impl Module for VsvmModule {
         let debugfs = debugfs::Dir::new(c"vsvm");
         let queues = Queues::new()?;
         let mut devices = KVec::with_capacity(count, GFP_KERNEL)?;
-        for name in &DEVICE_NAMES[..count] {
+        // The interconnect groups, by their digit in `p2p_groups`.
+        let mut groups: [Option<Arc<Group>>; 16] = Default::default();
+        let digits = *module_parameters::p2p_groups.value();
+        for (i, name) in DEVICE_NAMES[..count].iter().enumerate() {
+            // CAST: A hex digit.
+            let digit = ((digits >> (4 * i)) & 0xf) as usize;
+            let group = match &groups[digit] {
+                Some(group) if digit != 0 => group.clone(),
+                _ => Group::new(count)?,
+            };
+            groups[digit] = Some(group.clone());
             let faux = faux::Registration::new(name, None)?;
-            let data = VsvmData::new(&debugfs, name, &queues)?;
+            let data = VsvmData::new(&debugfs, name, group, &queues)?;
             let drm = drm::UnregisteredDevice::<VsvmDriver>::new(faux.as_ref(), data)?;
             drm::Registration::new_foreign_owned(drm, faux.bound(), 0)?;
             devices.push(faux, GFP_KERNEL)?;

@@ -343,7 +343,7 @@ impl File {
         req: &mut uapi::drm_vsvm_stats,
         file: &drm::File<File>,
     ) -> Result<u32> {
-        if req.flags != 0 || req.reserved.iter().any(|&r| r != 0) {
+        if req.flags != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
         let vm = file.inner().vm(req.vm_id)?;

@@ -220,6 +220,10 @@ impl Driver for Mirror {
     fn copy_to_sram(mem: &DeviceMemory<Self>, src: &[usize], dst: &[NewPage<'_>]) -> Result {
         Vram::copy_out(mem, src, dst)
     }
+
+    fn copy_from_peer(mem: &DeviceMemory<Self>, dst: &[usize], src: &[usize]) -> Result {
+        Vram::copy_from_peer(mem, dst, src)
+    }
 }
 
 /// A VM: a GPU address space mirroring `span` of a process.
@@ -448,9 +452,9 @@ impl Vm {
                 if let Some(pte) = pt.lookup(page_addr).filter(|p| access.allowed(p)) {
                     let off = addr - page_addr;
                     if pte.vram {
-                        // In VRAM: the engine works on its backing page.
+                        // In VRAM, its own or a peer's: the engine works on its backing page.
                         let pfn = pte.pfn.pfn().ok_or(EFAULT)?;
-                        return f(Vram::backing(&self.vram, pfn)?, off);
+                        return Vram::with_backing(&self.vram, pfn, |page| f(page, off));
                     }
                     // SAFETY: The entry is in the page table, whose lock is held: the page cannot
                     // be freed before an invalidation zaps the entry, which needs the lock.
@@ -567,6 +571,7 @@ impl Vm {
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_ATOMIC_ADD => {
                 let addr = usize::try_from(op.addr)?;
                 self.access(addr, Access::Atomic, |page, off| {
+                    let _interconnect = self.vram.device().atomic();
                     let mut word = [0u8; 8];
                     // SAFETY: `word` is valid for 8 bytes; the word lies in the page (aligned).
                     unsafe { page.read_raw(word.as_mut_ptr(), off, 8)? };
@@ -655,6 +660,13 @@ impl Vm {
                     }
                     if pte.vram {
                         flags |= uapi::DRM_VSVM_PTE_VRAM;
+                        if pte
+                            .pfn
+                            .pfn()
+                            .is_some_and(|p| !self.vram.pfns().contains(&p))
+                        {
+                            flags |= uapi::DRM_VSVM_PTE_PEER;
+                        }
                     }
                     if pte.atomic {
                         flags |= uapi::DRM_VSVM_PTE_ATOMIC;
@@ -730,6 +742,7 @@ impl Vm {
         stats.dev_bytes_evicted = d.bytes_evicted.get();
         stats.dev_huge_folios = d.huge_folios.get();
         stats.dev_bytes_cpu_faulted = d.bytes_cpu_faulted.get();
+        stats.dev_bytes_from_peers = d.bytes_from_peers.get();
         // CAST: Sizes of memory fit in 64 bits.
         stats.dev_vram_used = d.pages_in_use.get() * PAGE_SIZE as u64;
         stats.dev_vram_size = ((self.vram.pfns().end - self.vram.pfns().start) * PAGE_SIZE) as u64;

@@ -3,7 +3,8 @@
 //! Simulated VRAM: device-private pages, each backed by a system page that a simulated copy
 //! engine reads and writes with the CPU, allocated with the GPU buddy allocator. When an
 //! allocation does not fit, the least recently used allocations are evicted to system memory
-//! first; the GPU fault handler marks the allocations it maps as used.
+//! first; the GPU fault handler marks the allocations it maps as used. The devices of an
+//! interconnect group reach each other's VRAM directly.
 
 use core::ops::Range;
 use kernel::{
@@ -21,7 +22,9 @@ use kernel::{
         GpuBuddyAllocMode,
         GpuBuddyParams, //
     },
-    impl_has_work, new_condvar, new_mutex, new_work,
+    impl_has_work,
+    mm::DeviceOwner,
+    new_condvar, new_mutex, new_spinlock, new_work,
     page::{
         BorrowedPage,
         Page,
@@ -38,7 +41,9 @@ use kernel::{
         Arc,
         CondVar,
         CondVarTimeoutResult,
-        Mutex, //
+        Mutex,
+        SpinLock,
+        SpinLockGuard, //
     },
     time::{
         msecs_to_jiffies,
@@ -132,20 +137,90 @@ impl Faults {
     }
 }
 
+/// The backing pages of the VRAM of a device, page `i` backing its `i`-th device page.
+type Backing = KVVec<Page>;
+
+/// The devices of an interconnect group: their VRAM has one owner (the group, by address), and
+/// each device reaches the VRAM of the others directly.
+#[pin_data]
+pub(crate) struct Group {
+    /// The VRAM of each device of the group: its pfns and its backing pages. Looked up by the
+    /// engines under their page table locks, which invalidations take: nothing allocates under
+    /// it (room for every device is made up front).
+    #[pin]
+    members: SpinLock<KVec<(Range<usize>, Arc<Backing>)>>,
+    /// Serialises the atomics of the group's engines, as the interconnect does: two devices may
+    /// both map a page for atomics (a page of one's VRAM, or a system page exclusive to their
+    /// common owner).
+    #[pin]
+    atomics: SpinLock<()>,
+}
+
+impl Group {
+    /// A group with no device yet, with room for `devices`.
+    pub(crate) fn new(devices: usize) -> Result<Arc<Self>> {
+        let members = KVec::with_capacity(devices, GFP_KERNEL)?;
+        Arc::pin_init(
+            pin_init!(Self {
+                members <- new_spinlock!(members, "vsvm_group"),
+                atomics <- new_spinlock!((), "vsvm_group_atomics"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The owner of the VRAM of the group's devices. The VRAM holds the group: no other owner
+    /// can take its address while a page of theirs is in use.
+    pub(crate) fn owner(&self) -> DeviceOwner {
+        DeviceOwner::from_ref(self)
+    }
+
+    /// Takes the interconnect for an atomic operation of an engine of the group.
+    pub(crate) fn atomic(&self) -> SpinLockGuard<'_, ()> {
+        self.atomics.lock()
+    }
+
+    /// Adds the VRAM `mem` of a device to the group. Fails with [`ENOSPC`] if the group has no
+    /// room for another device.
+    pub(crate) fn join(&self, mem: &DeviceMemory<Mirror>) -> Result {
+        let backing = mem.device().backing.clone();
+        self.members
+            .lock()
+            .push_within_capacity((mem.pfns(), backing))
+            .map_err(|_| ENOSPC)
+    }
+
+    /// The VRAM of the group holding device page `pfn`: its pfns and its backing pages.
+    fn member_of(&self, pfn: usize) -> Result<(Range<usize>, Arc<Backing>)> {
+        let members = self.members.lock();
+        let (pfns, backing) = members
+            .iter()
+            .find(|(pfns, _)| pfns.contains(&pfn))
+            .ok_or(EINVAL)?;
+        Ok((pfns.clone(), backing.clone()))
+    }
+}
+
 /// The VRAM of a device.
 pub(crate) struct Vram {
     buddy: GpuBuddy,
-    backing: KVVec<Page>,
+    backing: Arc<Backing>,
+    group: Arc<Group>,
     shared: Arc<Shared>,
     queues: Arc<Queues>,
     pub(crate) faults: Faults,
 }
 
 impl Vram {
-    /// `size` bytes of VRAM, all free, zeroed: no stale kernel data can reach a process through
-    /// it. Freed blocks go back to the allocator from `queues`; the knobs of its faults are in
-    /// `dir`.
-    pub(crate) fn new(size: usize, queues: Arc<Queues>, dir: &debugfs::Dir) -> Result<Self> {
+    /// `size` bytes of VRAM of a device of `group`, all free, zeroed: no stale kernel data can
+    /// reach a process through it. Freed blocks go back to the allocator from `queues`; the knobs
+    /// of its faults are in `dir`.
+    pub(crate) fn new(
+        size: usize,
+        group: Arc<Group>,
+        queues: Arc<Queues>,
+        dir: &debugfs::Dir,
+    ) -> Result<Self> {
         let npages = size / PAGE_SIZE;
         let mut backing = KVVec::with_capacity(npages, GFP_KERNEL)?;
         for _ in 0..npages {
@@ -168,7 +243,8 @@ impl Vram {
         )?;
         Ok(Self {
             buddy,
-            backing,
+            backing: Arc::new(backing, GFP_KERNEL)?,
+            group,
             shared,
             queues,
             faults: Faults::new(dir)?,
@@ -259,6 +335,25 @@ impl Vram {
     pub(crate) fn backing<'a>(mem: &'a DeviceMemory<Mirror>, pfn: usize) -> Result<&'a Page> {
         let idx = pfn.checked_sub(mem.pfns().start).ok_or(EINVAL)?;
         mem.device().backing.get(idx).ok_or(EINVAL)
+    }
+
+    /// Takes the interconnect of the device's group for an atomic operation of its engine.
+    pub(crate) fn atomic(&self) -> SpinLockGuard<'_, ()> {
+        self.group.atomic()
+    }
+
+    /// Runs `f` on the system page backing device page `pfn`, of `mem` or of a peer of its
+    /// group.
+    pub(crate) fn with_backing<R>(
+        mem: &DeviceMemory<Mirror>,
+        pfn: usize,
+        f: impl FnOnce(&Page) -> Result<R>,
+    ) -> Result<R> {
+        if let Ok(page) = Self::backing(mem, pfn) {
+            return f(page);
+        }
+        let (pfns, backing) = mem.device().group.member_of(pfn)?;
+        f(backing.get(pfn - pfns.start).ok_or(EINVAL)?)
     }
 
     /// Allocates `npages` pages of `mem`.
@@ -366,6 +461,32 @@ impl Vram {
                 // SAFETY: As above.
                 None => unsafe { vram.fill_zero_raw(0, PAGE_SIZE)? },
             }
+        }
+        Ok(())
+    }
+
+    /// Copies device pages `src` of peers of `mem` to its device pages `dst`, over the
+    /// simulated interconnect.
+    pub(crate) fn copy_from_peer(
+        mem: &DeviceMemory<Mirror>,
+        dst: &[usize],
+        src: &[usize],
+    ) -> Result {
+        if mem.device().faults.fail_copy.should_fail() {
+            return Err(EIO);
+        }
+        // The pages of a migration mostly come from one peer: looked up again only on a change.
+        let mut peer: Option<(Range<usize>, Arc<Backing>)> = None;
+        for (&to, &from) in dst.iter().zip(src) {
+            let vram = Self::backing(mem, to)?;
+            if !peer.as_ref().is_some_and(|(pfns, _)| pfns.contains(&from)) {
+                peer = Some(mem.device().group.member_of(from)?);
+            }
+            let (pfns, backing) = peer.as_ref().ok_or(EINVAL)?;
+            let page = backing.get(from - pfns.start).ok_or(EINVAL)?;
+            // SAFETY: The backing page of a device page being filled is not used elsewhere; the
+            // source device page is locked and unmapped for the migration: nobody writes it.
+            unsafe { vram.copy_from(page) };
         }
         Ok(())
     }

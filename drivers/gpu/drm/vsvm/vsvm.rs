@@ -32,6 +32,10 @@ module! {
             default: 1,
             description: "Number of simulated GPUs (1 to 4)",
         },
+        p2p_groups: u32 {
+            default: 0,
+            description: "Interconnect group of each device, a hex digit each (0: alone)",
+        },
         max_chunk_kb: u64 {
             default: 2048,
             description: "Largest GPU SVM range in KiB: 2048, 64 or 4",

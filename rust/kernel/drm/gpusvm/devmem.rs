@@ -180,9 +180,13 @@ pub struct DeviceMemory<T: Driver> {
 }
 
 impl<T: Driver> DeviceMemory<T> {
-    /// Registers `size` bytes of device memory owned by `owner` (unique to this memory), with
-    /// the device state `device`, whose copies reach system memory through `access`; `name`
-    /// shows in `/proc/iomem`.
+    /// Registers `size` bytes of device memory owned by `owner`, with the device state `device`,
+    /// whose copies reach system memory through `access`; `name` shows in `/proc/iomem`.
+    ///
+    /// Memories of one driver whose devices reach each other's memory (an interconnect group)
+    /// share one owner: the devices then map each other's pages as they are, and a range moves
+    /// between their memories directly ([`Driver::copy_from_peer`]). Any other memory has an
+    /// owner of its own.
     ///
     /// Fails with the errors of [`Pagemap::new`].
     pub fn new<E>(
@@ -312,8 +316,9 @@ impl<T: Driver> DeviceMemory<T> {
         Ok(folio)
     }
 
-    /// Copies the system pages (and holes) collected by `mig` to the pages of `alloc`, entry `i`
-    /// to page `i`, and moves them there. Returns how many pages moved.
+    /// Copies the system pages (and holes) and the device pages of peers collected by `mig` to the
+    /// pages of `alloc`, entry `i` to page `i`, and moves them there; pages of this memory stay.
+    /// Returns how many pages moved.
     ///
     /// A compound entry (a PMD-mapped huge page, or an aligned 2M hole) moves as one device folio
     /// where the allocation has a block for it; elsewhere its source is split and moves page by
@@ -330,33 +335,60 @@ impl<T: Driver> DeviceMemory<T> {
         if alloc.pfns().len() < mig.npages() {
             return Err(EINVAL);
         }
+        let own = self.pfns();
         // The entries to give a folio, with its order.
         let mut folios = KVec::new();
         {
-            let mut dst = KVec::new();
-            let mut src = KVec::new();
+            // From system memory (and holes), and from peers' device memory.
+            let (mut dst, mut src) = (KVec::new(), KVec::new());
+            let (mut peer_dst, mut peer_src) = (KVec::new(), KVec::new());
             let mut i = 0;
             while i < mig.npages() {
                 let pages = mig.entry_pages(i);
-                if mig.src(i).can_migrate() {
-                    if pages > 1 && alloc.is_block(i, PMD_ORDER) {
-                        folios.push((i, PMD_ORDER), GFP_KERNEL)?;
-                    } else {
-                        for n in i..i + pages {
-                            folios.push((n, 0), GFP_KERNEL)?;
-                        }
-                    }
-                    for n in 0..pages {
-                        dst.push(*alloc.pfns().get(i + n).ok_or(EINVAL)?, GFP_KERNEL)?;
-                        src.push(mig.system_page(i, n), GFP_KERNEL)?;
+                let first = i;
+                i += pages;
+                if !mig.src(first).can_migrate() {
+                    continue;
+                }
+                let device = mig.device_pfn(first, 0);
+                if device.is_some_and(|pfn| own.contains(&pfn)) {
+                    // Here already.
+                    continue;
+                }
+                let from_peer = device.is_some();
+                if pages > 1 && alloc.is_block(first, PMD_ORDER) {
+                    folios.push((first, PMD_ORDER), GFP_KERNEL)?;
+                } else {
+                    for n in first..i {
+                        folios.push((n, 0), GFP_KERNEL)?;
                     }
                 }
-                i += pages;
+                for n in 0..pages {
+                    let to = *alloc.pfns().get(first + n).ok_or(EINVAL)?;
+                    match mig.device_pfn(first, n) {
+                        Some(pfn) if from_peer => {
+                            peer_dst.push(to, GFP_KERNEL)?;
+                            peer_src.push(pfn, GFP_KERNEL)?;
+                        }
+                        _ => {
+                            dst.push(to, GFP_KERNEL)?;
+                            src.push(mig.system_page(first, n), GFP_KERNEL)?;
+                        }
+                    }
+                }
             }
             if folios.is_empty() {
                 return Ok(0);
             }
-            self.pagemap.access.to_vram(self, &dst, &src)?;
+            if !dst.is_empty() {
+                self.pagemap.access.to_vram(self, &dst, &src)?;
+            }
+            if !peer_dst.is_empty() {
+                T::copy_from_peer(self, &peer_dst, &peer_src)?;
+                self.stats()
+                    .bytes_from_peers
+                    .add((peer_dst.len() * PAGE_SIZE) as u64);
+            }
         }
         for (i, order) in folios {
             // SAFETY: `alloc` is fresh (safety requirements), and the entries of `folios` cover

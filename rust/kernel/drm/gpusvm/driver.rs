@@ -103,4 +103,19 @@ pub trait Driver: Send + Sync + Sized + 'static {
         src: &[usize],
         dst: &[NewSystemPage<'_, Self>],
     ) -> Result;
+
+    /// Copies device memory of a peer to device memory `mem`, over the interconnect: device page
+    /// `src[i]` to device page `dst[i]` (a pfn of `mem`).
+    ///
+    /// The sources are device pages of the owner of `mem` that are not pages of `mem`: pages of
+    /// another [`DeviceMemory`] of the same interconnect group (see [`DeviceMemory::new`]),
+    /// locked for the migration. A driver finds their memory by pfn among the memories of the
+    /// group; a pfn it does not know fails the copy ([`EINVAL`]). Only drivers that let memories
+    /// share an owner are called; the default fails with [`ENODEV`].
+    ///
+    /// Returns when the copies are done. On failure the layer leaves the range where it was.
+    fn copy_from_peer(mem: &DeviceMemory<Self>, dst: &[usize], src: &[usize]) -> Result {
+        let _ = (mem, dst, src);
+        Err(ENODEV)
+    }
 }

@@ -68,10 +68,16 @@ mod tests {
         ptes: Mutex<KVec<Pte>>,
     }
 
+    /// The pfns of a memory that another one reaches, and the pages backing them.
+    type Peer = (ops::Range<usize>, Arc<KVec<Page>>);
+
     /// Simulated device memory: page `i` is backed by system page `backing[i]`.
     #[pin_data]
     struct MockVram {
-        backing: KVec<Page>,
+        backing: Arc<KVec<Page>>,
+        /// The memories of the same owner that it reaches (`connect`): their pfns and backing.
+        #[pin]
+        peers: SpinLock<KVec<Peer>>,
         free: Arc<SpinLock<KVec<bool>>>,
         /// Copies to device memory to fail, for fault injection.
         fail_copies: Atomic<u32>,
@@ -162,6 +168,21 @@ mod tests {
                     // SAFETY: As above.
                     None => unsafe { vram.fill_zero_raw(0, PAGE_SIZE)? },
                 }
+            }
+            Ok(())
+        }
+
+        fn copy_from_peer(mem: &DeviceMemory<Self>, dst: &[usize], src: &[usize]) -> Result {
+            let peers = mem.device().peers.lock();
+            for (&to, &from) in dst.iter().zip(src) {
+                let (pfns, backing) = peers
+                    .iter()
+                    .find(|(pfns, _)| pfns.contains(&from))
+                    .ok_or(EINVAL)?;
+                let vram = &mem.device().backing[to - mem.pfns().start];
+                // SAFETY: The backing page of a free device page is not used by anyone; the
+                // source is not written by anyone else during a migration.
+                unsafe { vram.copy_from(&backing[from - pfns.start]) };
             }
             Ok(())
         }
@@ -312,8 +333,10 @@ mod tests {
             free.push(true, GFP_KERNEL)?;
         }
         let free = Arc::pin_init(new_spinlock!(free), GFP_KERNEL)?;
+        let backing = Arc::new(backing, GFP_KERNEL)?;
         let device = pin_init!(MockVram {
             backing,
+            peers <- new_spinlock!(KVec::new()),
             free,
             fail_copies: Atomic::new(0),
             unmap_in_copy: Atomic::new(0),
@@ -330,6 +353,20 @@ mod tests {
             )?,
             GFP_KERNEL,
         )
+    }
+
+    /// Lets memories `a` and `b`, of one owner, copy from each other (an interconnect).
+    fn connect(a: &DeviceMemory<Mock>, b: &DeviceMemory<Mock>) -> Result {
+        let (a_backing, b_backing) = (a.device().backing.clone(), b.device().backing.clone());
+        a.device()
+            .peers
+            .lock()
+            .push((b.pfns(), b_backing), GFP_ATOMIC)?;
+        b.device()
+            .peers
+            .lock()
+            .push((a.pfns(), a_backing), GFP_ATOMIC)?;
+        Ok(())
     }
 
     /// Checks that device memory `mem` has nothing in use and released every allocation.
@@ -900,6 +937,36 @@ mod tests {
         }
         assert_eq!(nonzero, 0);
         assert_nothing_leaked(&mem);
+        Ok(())
+    }
+
+    #[test]
+    fn a_range_moves_between_peers_device_to_device() -> Result {
+        let (a, map, svm) = filled_with_vram()?;
+        let b = vram()?;
+        connect(&a, &b)?;
+        let (r, first) = migrated(&svm, &a, &map)?;
+        // Half of it goes back to system memory: the move takes both kinds of page.
+        let half = r.span().start + SZ_2M / 2;
+        assert_eq!(svm.evict_range(&r, half..r.span().end, &a)?, r.npages() / 2);
+        assert_eq!(svm.migrate_to_vram(&r, &b)?, r.npages());
+        assert_eq!(a.stats().pages_in_use.get(), 0);
+        assert_eq!(b.stats().pages_in_use.get(), r.npages() as u64);
+        assert_eq!(b.stats().bytes_from_peers.get(), SZ_2M as u64 / 2);
+        // Nothing more to move, and back again, all of it from the peer.
+        assert_eq!(svm.migrate_to_vram(&r, &b)?, 0);
+        assert_eq!(svm.migrate_to_vram(&r, &a)?, r.npages());
+        assert_eq!(a.stats().bytes_from_peers.get(), SZ_2M as u64);
+        svm.get_pages(&r, &Fault::write())?;
+        Mock::bind(&svm, &r)?;
+        assert_eq!(svm.driver().bound_in_vram(), r.npages());
+        // No CPU fault took the pages through system memory on the way.
+        assert_eq!(a.stats().cpu_faults.get() + b.stats().cpu_faults.get(), 0);
+        assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
+        drop(svm);
+        map.unmap(0, map.len() / PAGE_SIZE)?;
+        assert_nothing_leaked(&a);
+        assert_nothing_leaked(&b);
         Ok(())
     }
 

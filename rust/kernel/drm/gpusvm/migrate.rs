@@ -29,10 +29,12 @@ use crate::{
 use core::ops;
 
 impl<T: Driver> GpuSvm<T> {
-    /// Migrates the system pages of `range` to device memory `mem`, whose owner must be this GPU
-    /// SVM's. Returns how many pages moved: fewer than the range's when some pages cannot move
-    /// now (pinned, locked, or already in device memory), which is no error; read the pages
-    /// again to bind what the range is made of now.
+    /// Migrates the pages of `range` to device memory `mem`, whose owner must be this GPU SVM's:
+    /// system pages, and device pages of peers of `mem` (which share its owner) directly, device
+    /// to device. Returns how many pages moved: fewer than the range's when some pages cannot
+    /// move now (pinned, locked, in `mem` already, or in device memory of another owner, which
+    /// comes back to system memory when the device faults on it), which is no error; read the
+    /// pages again to bind what the range is made of now.
     ///
     /// Takes the range's migrate lock: two GPU faults on one range migrate it once. Fails with
     /// [`EFAULT`] if the process is exiting, [`EINVAL`] if the range is no longer inside a VMA,
@@ -47,15 +49,16 @@ impl<T: Driver> GpuSvm<T> {
         let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
         // A range in device memory already must not take device memory (or evict other ranges,
         // or its own, to make room) to move nothing.
-        if self.in_device_memory(notifier, &mm, range)? {
+        if self.in_device_memory(notifier, &mm, range, mem)? {
             return Ok(0);
         }
         // Allocated before the mmap lock is taken: the driver may evict to make room.
         let alloc = mem.alloc(range.npages())?;
         let mmap = mm.mmap_read_lock();
         let vma = mmap.vma_lookup(range.span.start).ok_or(EINVAL)?;
-        // Huge pages and aligned 2M holes come as one entry each, to move as one folio.
-        let select = Select::SYSTEM | Select::COMPOUND;
+        // Huge pages and aligned 2M holes come as one entry each, to move as one folio. Device
+        // pages of the owner are those of `mem` (which stay) and of its peers.
+        let select = Select::SYSTEM | Select::DEVICE_PRIVATE | Select::COMPOUND;
         let mig = Migration::setup(vma, range.span(), select, self.owner)?;
         // SAFETY: `alloc` was just allocated.
         let moved = unsafe { mem.to_vram(mig, &alloc)? };
@@ -66,13 +69,14 @@ impl<T: Driver> GpuSvm<T> {
         Ok(moved)
     }
 
-    /// Whether every page of `range` is in our device memory, as the CPU page tables show it now
-    /// (it may change right after). An invalidation racing with the look counts as no.
+    /// Whether every page of `range` is in device memory `mem`, as the CPU page tables show it
+    /// now (it may change right after). An invalidation racing with the look counts as no.
     fn in_device_memory(
         &self,
         notifier: &IntervalNotifier<Notifier<T>>,
         mm: &MmWithUser,
         range: &Range<T>,
+        mem: &DeviceMemory<T>,
     ) -> Result<bool> {
         let mut pfns = KVec::with_capacity(range.npages(), GFP_KERNEL)?;
         pfns.resize(range.npages(), HmmPfn::SNAPSHOT, GFP_KERNEL)?;
@@ -92,7 +96,7 @@ impl<T: Driver> GpuSvm<T> {
             let owner = unsafe { pfn.device_private_owner() };
             // SAFETY: As above.
             let owner = owner.or_else(|| unsafe { pfn.device_coherent_owner() });
-            if owner != Some(self.owner) {
+            if owner != Some(self.owner) || pfn.pfn().is_none_or(|p| !mem.pfns().contains(&p)) {
                 return Ok(false);
             }
         }

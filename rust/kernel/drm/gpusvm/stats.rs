@@ -93,6 +93,8 @@ pub struct DeviceStats {
     pub bytes_evicted: Counter,
     /// Huge pages (PMD size) that moved whole, as one folio, in either direction.
     pub huge_folios: Counter,
+    /// Bytes moved in from the device memory of peers, device to device.
+    pub bytes_from_peers: Counter,
 }
 
 impl DeviceStats {
@@ -106,6 +108,7 @@ impl DeviceStats {
             evictions: Counter::new(),
             bytes_evicted: Counter::new(),
             huge_folios: Counter::new(),
+            bytes_from_peers: Counter::new(),
         }
     }
 }
