@@ -783,6 +783,7 @@ static void bench_peer_migration(uint64_t size)
 struct faulter {
 	uint8_t *p;
 	uint64_t size;
+	pthread_barrier_t *start;
 };
 
 /* The CPU reads a byte of each page of a span in VRAM: each fault brings a block back. */
@@ -791,6 +792,8 @@ static void *cpu_fault_back(void *arg)
 	struct faulter *f = arg;
 	uint64_t off;
 
+	if (f->start)
+		pthread_barrier_wait(f->start);
 	for (off = 0; off < f->size; off += PAGE)
 		sink += ((volatile uint8_t *)f->p)[off];
 	return NULL;
@@ -801,7 +804,8 @@ static void *cpu_fault_back(void *arg)
 /*
  * @n threads of one process, or @n processes, fault @size bytes back from
  * VRAM at once, each its own slice; returns the time from the start of the
- * faults to the end of the last.
+ * faults to the end of the last. The threads and processes are made before:
+ * making them maps stacks, which waits for the faults under the mmap lock.
  */
 static double fault_back(uint64_t size, int n, int processes)
 {
@@ -814,18 +818,22 @@ static double fault_back(uint64_t size, int n, int processes)
 		uint32_t vm = vm_create(0);
 		struct faulter f[FAULTERS];
 		pthread_t th[FAULTERS];
+		pthread_barrier_t start;
 
 		prefetch(vm, p, size, DRM_VSVM_REGION_VRAM);
-		t = now();
-		for (i = 0; i < n; i++) {
-			f[i] = (struct faulter){ p + i * slice, slice };
-			if (i)
-				pthread_create(&th[i], NULL, cpu_fault_back, &f[i]);
+		pthread_barrier_init(&start, NULL, n);
+		for (i = 1; i < n; i++) {
+			f[i] = (struct faulter){ p + i * slice, slice, &start };
+			pthread_create(&th[i], NULL, cpu_fault_back, &f[i]);
 		}
+		f[0] = (struct faulter){ p, slice, NULL };
+		pthread_barrier_wait(&start);
+		t = now();
 		cpu_fault_back(&f[0]);
 		for (i = 1; i < n; i++)
 			pthread_join(th[i], NULL);
 		t = now() - t;
+		pthread_barrier_destroy(&start);
 		vm_destroy(vm);
 		munmap(p, size);
 		return t;
@@ -836,7 +844,7 @@ static double fault_back(uint64_t size, int n, int processes)
 		if (fork() == 0) {
 			int fd = vsvm_open(0);
 			uint8_t *p = buffer(slice, 0, 1);
-			struct faulter f = { p, slice };
+			struct faulter f = { p, slice, NULL };
 			char c = 0;
 
 			if (fd < 0)
