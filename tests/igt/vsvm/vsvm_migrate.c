@@ -19,17 +19,6 @@ IGT_TEST_DESCRIPTION("Placement of mirrored memory: VRAM, eviction, atomics, two
 static int fd;
 static uint32_t vm;
 
-static uint8_t *fresh(uint64_t size)
-{
-	uint8_t *p = vsvm_aligned_mmap(size, SZ_2M, PROT_READ | PROT_WRITE,
-				       MAP_PRIVATE | MAP_ANONYMOUS);
-	uint64_t i;
-
-	for (i = 0; i < size; i++)
-		p[i] = (uint8_t)(i / PAGE * 3 + i);
-	return p;
-}
-
 static bool in_vram(const void *p)
 {
 	return vsvm_pte_flags(fd, vm, p) & DRM_VSVM_PTE_VRAM;
@@ -44,7 +33,7 @@ static bool gpu_check(const uint8_t *p, uint64_t size, uint64_t expect)
 
 static void test_prefetch_vram(void)
 {
-	uint8_t *p = fresh(2 * SZ_2M);
+	uint8_t *p = vsvm_pattern_mmap(2 * SZ_2M);
 	uint64_t sum = vsvm_cpu_sum(p, 2 * SZ_2M);
 	struct drm_vsvm_stats before, after;
 
@@ -64,7 +53,7 @@ static void test_prefetch_vram(void)
 
 static void test_prefetch_system(void)
 {
-	uint8_t *p = fresh(SZ_2M);
+	uint8_t *p = vsvm_pattern_mmap(SZ_2M);
 	uint64_t sum = vsvm_cpu_sum(p, SZ_2M);
 	struct drm_vsvm_stats before, after;
 
@@ -83,7 +72,7 @@ static void test_prefetch_system(void)
 
 static void test_preferred(uint32_t region)
 {
-	uint8_t *p = fresh(SZ_2M);
+	uint8_t *p = vsvm_pattern_mmap(SZ_2M);
 	uint64_t sum = vsvm_cpu_sum(p, SZ_2M);
 	struct drm_vsvm_pte pte;
 
@@ -102,7 +91,7 @@ static void test_preferred(uint32_t region)
 /* The CPU touches one byte per page of a buffer in VRAM: every page comes back. */
 static void test_cpu_fault(void)
 {
-	uint8_t *p = fresh(2 * SZ_2M);
+	uint8_t *p = vsvm_pattern_mmap(2 * SZ_2M);
 	/* What the buffer sums to once the GPU wrote its first page of the second 2M. */
 	uint64_t sum = vsvm_cpu_sum(p, 2 * SZ_2M) - vsvm_cpu_sum(p + SZ_2M, PAGE) + 0xeeUL * PAGE;
 	uint64_t i, cpu_sum = 0;
@@ -180,7 +169,7 @@ static void test_partial_pinned(void)
 		uint64_t addr, size;
 		uint32_t flags;
 	} pin;
-	uint8_t *p = fresh(SZ_2M);
+	uint8_t *p = vsvm_pattern_mmap(SZ_2M);
 	uint64_t sum = vsvm_cpu_sum(p, SZ_2M);
 	int gup = open("/sys/kernel/debug/gup_test", O_RDWR);
 
@@ -203,7 +192,7 @@ static void test_partial_pinned(void)
 
 static void test_partial_injected(void)
 {
-	uint8_t *p = fresh(SZ_2M);
+	uint8_t *p = vsvm_pattern_mmap(SZ_2M);
 	uint64_t sum = vsvm_cpu_sum(p, SZ_2M);
 
 	vsvm_fail(fd, "partial_migration", 1);
@@ -219,7 +208,7 @@ static void test_partial_injected(void)
 
 static void test_failed_migration(bool copy)
 {
-	uint8_t *p = fresh(SZ_2M);
+	uint8_t *p = vsvm_pattern_mmap(SZ_2M);
 	uint64_t sum = vsvm_cpu_sum(p, SZ_2M), moved = 1;
 	const char *fault = copy ? "fail_copy" : "fail_alloc";
 
@@ -247,7 +236,7 @@ static void test_evict_pressure(void)
 
 	vsvm_stats(fd, vm, &st);
 	size = 4 * st.dev_vram_size;
-	p = fresh(size);
+	p = vsvm_pattern_mmap(size);
 	for (i = 0; i < size; i += SZ_2M) {
 		igt_assert_eq_u64(vsvm_prefetch(fd, vm, p + i, SZ_2M, DRM_VSVM_REGION_VRAM),
 				  SZ_2M / PAGE);
@@ -402,7 +391,7 @@ igt_main
 		/* As IGT counts devices: the first, then another. */
 		int fd1 = __drm_open_driver_another(0, DRIVER_VSVM);
 		int fd2 = __drm_open_driver_another(1, DRIVER_VSVM);
-		uint8_t *p = fresh(2 * SZ_2M);
+		uint8_t *p = vsvm_pattern_mmap(2 * SZ_2M);
 		uint32_t vm1, vm2;
 
 		igt_require_f(fd1 >= 0 && fd2 >= 0,

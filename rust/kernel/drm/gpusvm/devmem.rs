@@ -350,12 +350,13 @@ impl<T: Driver> DeviceMemory<T> {
                 if !mig.src(first).can_migrate() {
                     continue;
                 }
-                let device = mig.device_pfn(first, 0);
-                if device.is_some_and(|pfn| own.contains(&pfn)) {
+                if mig
+                    .device_pfn(first, 0)
+                    .is_some_and(|pfn| own.contains(&pfn))
+                {
                     // Here already.
                     continue;
                 }
-                let from_peer = device.is_some();
                 if pages > 1 && alloc.is_block(first, PMD_ORDER) {
                     folios.push((first, PMD_ORDER), GFP_KERNEL)?;
                 } else {
@@ -365,12 +366,13 @@ impl<T: Driver> DeviceMemory<T> {
                 }
                 for n in 0..pages {
                     let to = *alloc.pfns().get(first + n).ok_or(EINVAL)?;
+                    // A device page here is a peer's: this memory's were left above.
                     match mig.device_pfn(first, n) {
-                        Some(pfn) if from_peer => {
+                        Some(pfn) => {
                             peer_dst.push(to, GFP_KERNEL)?;
                             peer_src.push(pfn, GFP_KERNEL)?;
                         }
-                        _ => {
+                        None => {
                             dst.push(to, GFP_KERNEL)?;
                             src.push(mig.system_page(first, n), GFP_KERNEL)?;
                         }

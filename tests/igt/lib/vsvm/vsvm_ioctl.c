@@ -474,6 +474,25 @@ void *vsvm_aligned_mmap(uint64_t size, uint64_t align, int prot, int flags)
 }
 
 /**
+ * vsvm_pattern_mmap:
+ * @size: the size
+ *
+ * Maps anonymous memory aligned to 2M and fills it with a pattern that differs
+ * from page to page and within each page (byte i is i / 4096 * 3 + i).
+ *
+ * Returns: the mapping.
+ */
+uint8_t *vsvm_pattern_mmap(uint64_t size)
+{
+	uint8_t *p = vsvm_aligned_mmap(size, SZ_2M, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS);
+
+	for (uint64_t i = 0; i < size; i++)
+		p[i] = (uint8_t)(i / VSVM_PAGE * 3 + i);
+	return p;
+}
+
+/**
  * vsvm_anon_huge_kb:
  *
  * Reads how much of this process is PMD-mapped transparent huge pages.

@@ -41,6 +41,7 @@ void vsvm_fail(int fd, const char *fault, int times);
 
 uint64_t vsvm_cpu_sum(const void *addr, uint64_t size);
 void *vsvm_aligned_mmap(uint64_t size, uint64_t align, int prot, int flags);
+uint8_t *vsvm_pattern_mmap(uint64_t size);
 long vsvm_anon_huge_kb(void);
 
 #endif
