@@ -314,7 +314,7 @@ impl Driver for Mirror {
     // The simulated device copies with the CPU.
     type Access = CpuAccess;
 
-    fn invalidate(&self, _range: &Range<Self>, _span: Span<usize>, _event: Event) {}
+    fn invalidate(&self, _range: &Range<Self>, _device: usize, _span: Span<usize>, _event: Event) {}
 
     fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(VramAlloc, FreePages)> {
         let vram = mem.device();
@@ -552,7 +552,7 @@ impl Dmirror {
                     let guard = self.svm.notifier_read();
                     if let Some(valid) = self
                         .svm
-                        .pages_valid(&range, &guard)
+                        .pages_valid(&range, 0, &guard)
                         .filter(|v| need.met(v, pages.clone()))
                     {
                         for p in pages.clone() {
@@ -580,7 +580,7 @@ impl Dmirror {
                 if begin.elapsed() > TIMEOUT {
                     return Err(EBUSY);
                 }
-                self.svm.get_pages(&range, &need.fault())?;
+                self.svm.get_pages(&range, 0, &need.fault())?;
                 faulted = true;
             }
             addr = part.end;
@@ -678,7 +678,7 @@ impl Dmirror {
         for range in ranges.iter() {
             if self
                 .svm
-                .pages_valid(range, &guard)
+                .pages_valid(range, 0, &guard)
                 .is_some_and(|v| v.atomic())
             {
                 return Err(EPERM);
@@ -819,7 +819,14 @@ impl MiscDevice for Dmirror {
         let mm = task.mm().ok_or(EINVAL)?;
         let chunks = ChunkSizes::new(&[BLOCK_PAGES * PAGE_SIZE, 16 * PAGE_SIZE, PAGE_SIZE])?;
         let svm = KBox::pin_init(
-            GpuSvm::new(mm, MIRROR_SPAN, NOTIFIER_SIZE, chunks, mem.owner(), Mirror)?,
+            GpuSvm::new(
+                mm,
+                MIRROR_SPAN,
+                NOTIFIER_SIZE,
+                chunks,
+                &[mem.owner()],
+                Mirror,
+            )?,
             GFP_KERNEL,
         )?;
         let mm = ARef::from(&**mm);

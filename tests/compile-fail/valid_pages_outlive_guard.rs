@@ -17,5 +17,5 @@ use kernel::{
 /// Returns the proof after dropping the guard it borrows.
 pub fn keep<'a, T: Driver>(svm: &'a GpuSvm<T>, range: &'a Range<T>) -> Option<ValidPages<'a>> {
     let guard = svm.notifier_read();
-    svm.pages_valid(range, &guard)
+    svm.pages_valid(range, 0, &guard)
 }

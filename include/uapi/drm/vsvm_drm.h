@@ -40,12 +40,20 @@ extern "C" {
  * written, or an exiting process), -EIO (prefetch of VM_IO or VM_PFNMAP
  * memory), -ETIMEDOUT and -ERESTARTSYS (WAIT), -ENOMEM.
  *
- * Several devices: a process mirrored by VMs on several devices sees one
- * memory. The devices of one interconnect group (module parameter p2p_groups)
- * map each other's VRAM as it is (DRM_VSVM_PTE_PEER), and a prefetch or a
- * fault preferring VRAM moves pages from a peer's VRAM directly. A device of
- * another group gets pages in VRAM back in system memory when it touches
- * them, as the CPU does; a prefetch moves them from there.
+ * Several devices: a VM may span several vsvm devices (@devices of
+ * &struct drm_vsvm_vm_create): one mirror of the address space, a page table
+ * per device. A device is named by its index n, that of its faux device
+ * vsvm<n> (/sys/dev/char/<major>:<minor>/device of its render node); the
+ * ioctls that take a device (EXEC, PREFETCH, SNAPSHOT) use the file's device
+ * unless their DRM_VSVM_*_DEVICE flag is set, and fail with -EINVAL for a
+ * device the VM does not span. A process that may use one vsvm device may use
+ * them all: they are one simulated platform. A process mirrored by VMs on
+ * several devices (or by one VM spanning them) sees one memory. The devices
+ * of one interconnect group (module parameter p2p_groups) map each other's
+ * VRAM as it is (DRM_VSVM_PTE_PEER), and a prefetch or a fault preferring
+ * VRAM moves pages from a peer's VRAM directly. A device of another group
+ * gets pages in VRAM back in system memory when it touches them, as the CPU
+ * does; a prefetch moves them from there.
  *
  * No ioctl changes the device for other processes. Faults are injected for
  * tests through the kernel's fault-injection framework, by root, in debugfs:
@@ -78,6 +86,16 @@ struct drm_vsvm_vm_create {
 
 	/** @vm_id: Out: the id of the new VM. */
 	__u32 vm_id;
+
+	/**
+	 * @devices: The other devices the VM spans, bit n for device n; the
+	 * file's device is always one of them (its bit may be set too). Zero:
+	 * the file's device alone. A bit of no device: -EINVAL.
+	 */
+	__u32 devices;
+
+	/** @pad: Must be zero. */
+	__u32 pad;
 };
 
 /**
@@ -142,6 +160,12 @@ struct drm_vsvm_op {
  */
 #define DRM_VSVM_EXEC_ASYNC (1 << 0)
 
+/**
+ * DRM_VSVM_EXEC_DEVICE - Run the job on device @device of the VM, not on the
+ * file's device.
+ */
+#define DRM_VSVM_EXEC_DEVICE (1 << 1)
+
 /** DRM_VSVM_MAX_JOBS - The most asynchronous jobs of a VM not waited for. */
 #define DRM_VSVM_MAX_JOBS 64
 
@@ -169,7 +193,7 @@ struct drm_vsvm_exec {
 	/** @vm_id: The VM to run on. */
 	__u32 vm_id;
 
-	/** @flags: Zero or %DRM_VSVM_EXEC_ASYNC. */
+	/** @flags: %DRM_VSVM_EXEC_ASYNC, %DRM_VSVM_EXEC_DEVICE, or zero. */
 	__u32 flags;
 
 	/** @status: Out: 0 or the error code of the failed operation. */
@@ -178,8 +202,8 @@ struct drm_vsvm_exec {
 	/** @ops_done: Out: the number of operations completed. */
 	__u32 ops_done;
 
-	/** @pad: Must be zero. */
-	__u32 pad;
+	/** @device: With %DRM_VSVM_EXEC_DEVICE, the device; zero otherwise. */
+	__u32 device;
 
 	/** @job_id: Out: the id of an asynchronous job. */
 	__u64 job_id;
@@ -216,7 +240,8 @@ struct drm_vsvm_wait {
  * enum drm_vsvm_region - Where memory lives.
  *
  * @DRM_VSVM_REGION_SYSTEM: System memory.
- * @DRM_VSVM_REGION_VRAM: The device's memory (VRAM).
+ * @DRM_VSVM_REGION_VRAM: The device's memory (VRAM): that of the device that
+ *	faults, or that a prefetch names.
  */
 enum drm_vsvm_region {
 	DRM_VSVM_REGION_SYSTEM = 0,
@@ -224,10 +249,17 @@ enum drm_vsvm_region {
 };
 
 /**
+ * DRM_VSVM_PREFETCH_DEVICE - Migrate to the VRAM of device @device of the VM,
+ * not of the file's device.
+ */
+#define DRM_VSVM_PREFETCH_DEVICE (1 << 0)
+
+/**
  * struct drm_vsvm_prefetch - Migrate a span of a VM to a memory region.
  *
  * Pages that cannot move (pinned, locked, VRAM full) stay where they are;
- * that is no error: @pages_moved tells how many moved.
+ * that is no error: @pages_moved tells how many moved. To system memory, the
+ * pages come back from the VRAM of every device of the VM.
  */
 struct drm_vsvm_prefetch {
 	/** @addr: First address of the span, page aligned. */
@@ -242,11 +274,11 @@ struct drm_vsvm_prefetch {
 	/** @region: One of &enum drm_vsvm_region. */
 	__u32 region;
 
-	/** @flags: Must be zero. */
+	/** @flags: Zero or %DRM_VSVM_PREFETCH_DEVICE. */
 	__u32 flags;
 
-	/** @pad: Must be zero. */
-	__u32 pad;
+	/** @device: With %DRM_VSVM_PREFETCH_DEVICE, the device; zero otherwise. */
+	__u32 device;
 
 	/** @pages_moved: Out: the number of pages that moved. */
 	__u64 pages_moved;
@@ -321,6 +353,12 @@ struct drm_vsvm_pte {
 #define DRM_VSVM_MAX_SNAPSHOT_PAGES 4096
 
 /**
+ * DRM_VSVM_SNAPSHOT_DEVICE - Report the page table of device @device of the
+ * VM, not of the file's device.
+ */
+#define DRM_VSVM_SNAPSHOT_DEVICE (1 << 0)
+
+/**
  * struct drm_vsvm_snapshot - The device page table over a span of a VM.
  */
 struct drm_vsvm_snapshot {
@@ -336,12 +374,18 @@ struct drm_vsvm_snapshot {
 	/** @vm_id: The VM. */
 	__u32 vm_id;
 
-	/** @flags: Must be zero. */
+	/** @flags: Zero or %DRM_VSVM_SNAPSHOT_DEVICE. */
 	__u32 flags;
+
+	/** @device: With %DRM_VSVM_SNAPSHOT_DEVICE, the device; zero otherwise. */
+	__u32 device;
+
+	/** @pad: Must be zero. */
+	__u32 pad;
 };
 
 /**
- * struct drm_vsvm_stats - Counters of a VM and of its device.
+ * struct drm_vsvm_stats - Counters of a VM and of the file's device.
  */
 struct drm_vsvm_stats {
 	/** @vm_id: The VM to report on. */

@@ -66,11 +66,18 @@ impl Queues {
     }
 }
 
+/// The memories of all the devices, by device index: a VM may span any of them.
+pub(crate) type Memories = Arc<KVec<Arc<DeviceMemory<Mirror>>>>;
+
 /// The data of a device.
 #[pin_data]
 pub(crate) struct VsvmData {
+    /// The device's index `n` (it is `vsvm<n>`).
+    pub(crate) index: u32,
     /// The device's memory; dropped with the device, after every file and VM.
     pub(crate) vram: Arc<DeviceMemory<Mirror>>,
+    /// The memories of all the devices.
+    pub(crate) memories: Memories,
     /// The driver's work queues.
     pub(crate) queues: Arc<Queues>,
     /// The range sizes of the device's VMs.
@@ -108,35 +115,46 @@ fn chunk_sizes() -> Result<ChunkSizes> {
     ChunkSizes::new(sizes)?.present_only_up_to(SZ_64K)
 }
 
+/// The memory of a device of the interconnect group `group`, with its debugfs files in `dir`.
+fn new_vram(
+    dir: &debugfs::Dir,
+    group: Arc<Group>,
+    queues: &Arc<Queues>,
+) -> Result<Arc<DeviceMemory<Mirror>>> {
+    // CAST: The parameter is in MiB; the product is checked.
+    let size = usize::try_from(*module_parameters::vram_mb.value())?
+        .checked_mul(1 << 20)
+        .filter(|&s| s > 0)
+        .ok_or(EINVAL)?;
+    let vram = Arc::pin_init(
+        DeviceMemory::new(
+            size,
+            group.owner(),
+            c"vsvm-vram",
+            Vram::new(size, group.clone(), queues.clone(), dir)?,
+            CpuAccess,
+        )?,
+        GFP_KERNEL,
+    )?;
+    group.join(&vram)?;
+    Ok(vram)
+}
+
 impl VsvmData {
-    /// A device named `name` of the interconnect group `group`.
+    /// Device `index` of `memories`, with its debugfs directory `dir`.
     fn new(
-        debugfs: &debugfs::Dir,
-        name: &CStr,
-        group: Arc<Group>,
+        dir: debugfs::Dir,
+        index: usize,
+        memories: &Memories,
         queues: &Arc<Queues>,
     ) -> Result<impl PinInit<Self, Error>> {
-        // CAST: The parameter is in MiB; the product is checked.
-        let size = usize::try_from(*module_parameters::vram_mb.value())?
-            .checked_mul(1 << 20)
-            .filter(|&s| s > 0)
-            .ok_or(EINVAL)?;
-        let dir = debugfs.subdir(name);
-        let vram = Arc::pin_init(
-            DeviceMemory::new(
-                size,
-                group.owner(),
-                c"vsvm-vram",
-                Vram::new(size, group.clone(), queues.clone(), &dir)?,
-                CpuAccess,
-            )?,
-            GFP_KERNEL,
-        )?;
-        group.join(&vram)?;
-        let shown = vram.clone();
-        let queues = queues.clone();
+        let vram = memories.get(index).ok_or(EINVAL)?.clone();
+        let (shown, memories, queues) = (vram.clone(), memories.clone(), queues.clone());
+        let index = u32::try_from(index)?;
         Ok(try_pin_init!(Self {
+            index,
             vram,
+            memories,
             queues,
             chunks: chunk_sizes()?,
             _vram_file <- dir.read_callback_file(c"vram", shown, &show_vram),
@@ -218,6 +236,9 @@ impl Module for VsvmModule {
         let debugfs = debugfs::Dir::new(c"vsvm");
         let queues = Queues::new()?;
         let mut devices = KVec::with_capacity(count, GFP_KERNEL)?;
+        // The memories first, as any device's VMs may span them all.
+        let mut memories = KVec::with_capacity(count, GFP_KERNEL)?;
+        let mut dirs = KVec::with_capacity(count, GFP_KERNEL)?;
         // The interconnect groups, by their digit in `p2p_groups`.
         let mut groups: [Option<Arc<Group>>; 16] = Default::default();
         let digits = *module_parameters::p2p_groups.value();
@@ -229,8 +250,14 @@ impl Module for VsvmModule {
                 _ => Group::new(count)?,
             };
             groups[digit] = Some(group.clone());
+            let dir = debugfs.subdir(name);
+            memories.push(new_vram(&dir, group, &queues)?, GFP_KERNEL)?;
+            dirs.push(dir, GFP_KERNEL)?;
+        }
+        let memories = Arc::new(memories, GFP_KERNEL)?;
+        for (i, (name, dir)) in DEVICE_NAMES.iter().zip(dirs.drain_all()).enumerate() {
             let faux = faux::Registration::new(name, None)?;
-            let data = VsvmData::new(&debugfs, name, group, &queues)?;
+            let data = VsvmData::new(dir, i, &memories, &queues)?;
             let drm = drm::UnregisteredDevice::<VsvmDriver>::new(faux.as_ref(), data)?;
             drm::Registration::new_foreign_owned(drm, faux.bound(), 0)?;
             devices.push(faux, GFP_KERNEL)?;

@@ -31,7 +31,8 @@ use crate::{
     job::Op,
     vm::{
         Attrs,
-        Vm, //
+        Vm,
+        VmDevice, //
     },
 };
 
@@ -141,9 +142,10 @@ impl File {
             uapi::DRM_VSVM_VM_MAX_RANGE_4K => dev.chunks.at_most(PAGE_SIZE)?,
             _ => return Err(EINVAL),
         };
-        if req.vm_id != 0 {
+        if req.vm_id != 0 || req.pad != 0 {
             return Err(EINVAL);
         }
+        let devices = Self::vm_devices(dev, req.devices)?;
         let task = current!();
         let mm = task.mm().ok_or(EINVAL)?;
         let this = file.inner();
@@ -156,7 +158,7 @@ impl File {
             vms.next_id = id.checked_add(1).ok_or(ENOSPC)?;
             id
         };
-        let vm = Vm::new(id, mm, span, dev.vram.clone(), chunks, dev.queues.clone())?;
+        let vm = Vm::new(id, mm, span, devices, chunks, dev.queues.clone())?;
         let vm = Arc::new(vm, GFP_KERNEL)?;
         let mut vms = this.vms.lock();
         if vms.vms.len() >= MAX_VMS {
@@ -165,6 +167,40 @@ impl File {
         vms.vms.push(vm, GFP_KERNEL)?;
         req.vm_id = id;
         Ok(0)
+    }
+
+    /// The devices of a new VM on the file's device `dev` and those of the mask `others`: the
+    /// file's first. Fails with [`EINVAL`] for a bit of no device.
+    fn vm_devices(dev: &VsvmDevice, others: u32) -> Result<KVec<VmDevice>> {
+        let memories = &dev.memories;
+        let all = u32::try_from(memories.len())
+            .ok()
+            .and_then(|n| 1u32.checked_shl(n))
+            .map_or(u32::MAX, |bit| bit - 1);
+        if others & !all != 0 {
+            return Err(EINVAL);
+        }
+        let others = others & !(1 << dev.index);
+        // CAST: At most 32 devices.
+        let mut devices = KVec::with_capacity(others.count_ones() as usize + 1, GFP_KERNEL)?;
+        devices.push(VmDevice::new(dev.index, dev.vram.clone()), GFP_KERNEL)?;
+        for (index, vram) in (0u32..).zip(memories.iter()) {
+            if others & (1 << index) != 0 {
+                devices.push(VmDevice::new(index, vram.clone()), GFP_KERNEL)?;
+            }
+        }
+        Ok(devices)
+    }
+
+    /// The position in `vm` of the device a request names: `device` with `flag` in `flags`, the
+    /// file's device (the VM's first) without. Fails with [`EINVAL`] for a device the VM does not
+    /// span, or a device given without the flag.
+    fn device_of(vm: &Vm, flags: u32, flag: u32, device: u32) -> Result<usize> {
+        match flags & flag {
+            0 if device == 0 => Ok(0),
+            0 => Err(EINVAL),
+            _ => vm.device_at(device),
+        }
     }
 
     /// IOCTL: destroy a VM.
@@ -198,8 +234,7 @@ impl File {
         req: &mut uapi::drm_vsvm_exec,
         file: &drm::File<File>,
     ) -> Result<u32> {
-        if req.flags & !uapi::DRM_VSVM_EXEC_ASYNC != 0
-            || req.pad != 0
+        if req.flags & !(uapi::DRM_VSVM_EXEC_ASYNC | uapi::DRM_VSVM_EXEC_DEVICE) != 0
             || req.status != 0
             || req.ops_done != 0
             || req.job_id != 0
@@ -214,6 +249,7 @@ impl File {
             return Err(E2BIG);
         }
         let vm = file.inner().vm(req.vm_id)?;
+        let dev = Self::device_of(&vm, req.flags, uapi::DRM_VSVM_EXEC_DEVICE, req.device)?;
         let mut reader = ops_slice(req.ops, count)?.reader();
         let mut ops = KVec::with_capacity(count, GFP_KERNEL)?;
         for _ in 0..count {
@@ -222,7 +258,7 @@ impl File {
             ops.push(op, GFP_KERNEL)?;
         }
         // The engine runs every job; a synchronous one is waited for here.
-        let job = vm.submit(ops, req.ops)?;
+        let job = vm.submit(dev, ops, req.ops)?;
         if req.flags & uapi::DRM_VSVM_EXEC_ASYNC != 0 {
             req.job_id = job.id();
             return Ok(0);
@@ -261,15 +297,15 @@ impl File {
         file: &drm::File<File>,
     ) -> Result<u32> {
         let span = user_span(req.addr, req.size)?;
-        if req.flags != 0
-            || req.pad != 0
+        if req.flags & !uapi::DRM_VSVM_PREFETCH_DEVICE != 0
             || req.pages_moved != 0
             || req.region > uapi::drm_vsvm_region_DRM_VSVM_REGION_VRAM
         {
             return Err(EINVAL);
         }
         let vm = file.inner().vm(req.vm_id)?;
-        req.pages_moved = vm.prefetch(span, req.region)?;
+        let dev = Self::device_of(&vm, req.flags, uapi::DRM_VSVM_PREFETCH_DEVICE, req.device)?;
+        req.pages_moved = vm.prefetch(dev, span, req.region)?;
         Ok(0)
     }
 
@@ -319,13 +355,14 @@ impl File {
             req.addr,
             req.pages.checked_mul(PAGE_SIZE as u64).ok_or(EINVAL)?,
         )?;
-        if req.flags != 0 {
+        if req.flags & !uapi::DRM_VSVM_SNAPSHOT_DEVICE != 0 || req.pad != 0 {
             return Err(EINVAL);
         }
         let vm = file.inner().vm(req.vm_id)?;
+        let dev = Self::device_of(&vm, req.flags, uapi::DRM_VSVM_SNAPSHOT_DEVICE, req.device)?;
         let mut ptes = KVec::with_capacity(pages, GFP_KERNEL)?;
         ptes.resize(pages, uapi::drm_vsvm_pte::default(), GFP_KERNEL)?;
-        vm.snapshot(usize::try_from(req.addr)?, &mut ptes);
+        vm.snapshot(dev, usize::try_from(req.addr)?, &mut ptes)?;
         let mut bytes = KVec::with_capacity(pages * size_of::<uapi::drm_vsvm_pte>(), GFP_KERNEL)?;
         for pte in ptes.iter() {
             bytes.extend_from_slice(&pte.flags.to_ne_bytes(), GFP_KERNEL)?;
@@ -347,7 +384,7 @@ impl File {
             return Err(EINVAL);
         }
         let vm = file.inner().vm(req.vm_id)?;
-        vm.stats(req);
+        vm.stats(req)?;
         Ok(0)
     }
 }

@@ -183,14 +183,21 @@ const MAX_JOBS: usize = uapi::DRM_VSVM_MAX_JOBS as usize;
 /// The most attribute spans of a VM.
 const MAX_ATTRS: usize = uapi::DRM_VSVM_MAX_ATTRS as usize;
 
-/// The GPU side of a VM's GPU SVM: the page table.
-#[pin_data]
+/// A device page table: read by the engines, each access to a page under the read lock, so that
+/// engines on one VM run in parallel; written by binds and invalidations.
+type DevicePageTable = Pin<KBox<RwSemaphore<PageTable>>>;
+
+/// The GPU side of a VM's GPU SVM: a page table per device of the VM, in the VM's device order.
 pub(crate) struct Mirror {
-    /// Read by the engines, each access to a page under the read lock, so that engines on one
-    /// VM run in parallel; written by binds and invalidations.
-    #[pin]
-    pt: RwSemaphore<PageTable>,
+    pts: KVec<DevicePageTable>,
     gpu_faults: Atomic<u64>,
+}
+
+impl Mirror {
+    /// The page table of the VM's device `dev`.
+    fn pt(&self, dev: usize) -> Result<&RwSemaphore<PageTable>> {
+        self.pts.get(dev).map(|pt| &**pt).ok_or(EINVAL)
+    }
 }
 
 impl Driver for Mirror {
@@ -199,10 +206,12 @@ impl Driver for Mirror {
     // The simulated engine copies with the CPU.
     type Access = CpuAccess;
 
-    fn invalidate(&self, _range: &Range<Self>, span: Span<usize>, _event: Event) {
+    fn invalidate(&self, _range: &Range<Self>, device: usize, span: Span<usize>, _event: Event) {
         // The engine accesses memory with the page table read-locked: once this has held the
         // write lock, it cannot reach the pages of `span` any more (the simulated TLB flush).
-        self.pt.write().zap(&span);
+        if let Ok(pt) = self.pt(device) {
+            pt.write().zap(&span);
+        }
     }
 
     fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(VramBlocks, FreePages)> {
@@ -226,11 +235,33 @@ impl Driver for Mirror {
     }
 }
 
-/// A VM: a GPU address space mirroring `span` of a process.
+/// A device of a VM.
+pub(crate) struct VmDevice {
+    /// Its index among the vsvm devices (`vsvm<index>`), by which userspace names it.
+    pub(crate) index: u32,
+    /// Its memory.
+    pub(crate) vram: Arc<DeviceMemory<Mirror>>,
+    /// Where the fault handler's last mapping on this device ended: the next fault of a GPU
+    /// walking forward through memory comes there.
+    walk_end: Atomic<usize>,
+}
+
+impl VmDevice {
+    pub(crate) fn new(index: u32, vram: Arc<DeviceMemory<Mirror>>) -> Self {
+        Self {
+            index,
+            vram,
+            walk_end: Atomic::new(0),
+        }
+    }
+}
+
+/// A VM: a GPU address space mirroring `span` of a process, on one device or several. The
+/// operations name a device by its position in the VM (the file's device first).
 pub(crate) struct Vm {
     id: u32,
     span: Span<usize>,
-    vram: Arc<DeviceMemory<Mirror>>,
+    devices: KVec<VmDevice>,
     chunks: ChunkSizes,
     /// The queues the engine's jobs and fault handling run on.
     queues: Arc<Queues>,
@@ -240,30 +271,33 @@ pub(crate) struct Vm {
     jobs: Pin<KBox<Mutex<Jobs>>>,
     /// Set when the VM or its file goes: the engine stops its jobs at the next page.
     closing: Atomic<u32>,
-    /// Where the fault handler's last mapping ended: the next fault of a GPU walking forward
-    /// through memory comes there.
-    walk_end: Atomic<usize>,
     svm: Pin<KBox<GpuSvm<Mirror>>>,
 }
 
 impl Vm {
-    /// A VM with id `id` mirroring `span` of `mm`, with the device memory `vram`, running its
-    /// work on `queues`.
+    /// A VM with id `id` mirroring `span` of `mm` on `devices` (at least one), running its work
+    /// on `queues`.
     pub(crate) fn new(
         id: u32,
         mm: &MmWithUser,
         span: Span<usize>,
-        vram: Arc<DeviceMemory<Mirror>>,
+        devices: KVec<VmDevice>,
         chunks: ChunkSizes,
         queues: Arc<Queues>,
     ) -> Result<Self> {
-        let owner = vram.owner();
-        let mirror = pin_init!(Mirror {
-            pt <- new_rwsem!(PageTable::new(), "vsvm_page_table"),
+        let mut owners = KVec::with_capacity(devices.len(), GFP_KERNEL)?;
+        let mut pts = KVec::with_capacity(devices.len(), GFP_KERNEL)?;
+        for device in devices.iter() {
+            owners.push(device.vram.owner(), GFP_KERNEL)?;
+            let pt = KBox::pin_init(new_rwsem!(PageTable::new(), "vsvm_page_table"), GFP_KERNEL)?;
+            pts.push(pt, GFP_KERNEL)?;
+        }
+        let mirror = Mirror {
+            pts,
             gpu_faults: Atomic::new(0),
-        });
+        };
         let svm = KBox::pin_init(
-            GpuSvm::new(mm, span.clone(), NOTIFIER_SIZE, chunks, owner, mirror)?,
+            GpuSvm::new(mm, span.clone(), NOTIFIER_SIZE, chunks, &owners, mirror)?,
             GFP_KERNEL,
         )?;
         let attrs = KBox::pin_init(
@@ -277,13 +311,12 @@ impl Vm {
         Ok(Self {
             id,
             span,
-            vram,
+            devices,
             chunks,
             queues,
             attrs,
             jobs,
             closing: Atomic::new(0),
-            walk_end: Atomic::new(0),
             svm,
         })
     }
@@ -293,15 +326,29 @@ impl Vm {
         self.id
     }
 
+    /// The position in the VM of the vsvm device `index`; [`EINVAL`] if the VM does not span it.
+    pub(crate) fn device_at(&self, index: u32) -> Result<usize> {
+        self.devices
+            .iter()
+            .position(|d| d.index == index)
+            .ok_or(EINVAL)
+    }
+
+    /// The VM's device `dev`.
+    fn device(&self, dev: usize) -> Result<&VmDevice> {
+        self.devices.get(dev).ok_or(EINVAL)
+    }
+
     /// Whether the VM mirrors `mm`.
     pub(crate) fn mirrors(&self, mm: &Mm) -> bool {
         self.svm.mirrors(mm)
     }
 
-    /// Resolves a GPU fault at `addr`: finds or inserts the range, reads its pages and binds
-    /// them, with the proof that they are still valid.
-    fn resolve(&self, addr: usize, access: Access) -> Result {
-        if let Some(delay) = self.vram.device().faults.fault_delay() {
+    /// Resolves a GPU fault of device `dev` at `addr`: finds or inserts the range, reads its
+    /// pages and binds them, with the proof that they are still valid.
+    fn resolve(&self, dev: usize, addr: usize, access: Access) -> Result {
+        let device = self.device(dev)?;
+        if let Some(delay) = device.vram.device().faults.fault_delay() {
             fsleep(delay);
         }
         let svm = &self.svm;
@@ -310,11 +357,11 @@ impl Vm {
         let attrs = self.attrs_at(addr);
         if attrs.prefer_vram {
             // What cannot move is served from system memory.
-            self.migrate(&range);
+            self.migrate(dev, &range);
         }
-        let fault = access.fault(&attrs, &self.vram);
+        let fault = access.fault(&attrs, &device.vram);
         for _ in 0..MAX_FAULTS_PER_ACCESS {
-            let bound = match self.bind(&range, &fault) {
+            let bound = match self.bind(dev, &range, &fault) {
                 // Invalidations of the notifier (other threads faulting near) kept the read from
                 // completing: fault again, as a GPU replays a fault it could not resolve.
                 Err(e) if e == EBUSY => continue,
@@ -325,34 +372,40 @@ impl Vm {
                 continue;
             };
             if let Some(pfn) = bound.in_vram {
-                Vram::touch(&self.vram, pfn);
+                Vram::touch(&device.vram, pfn);
             }
             let mut end = range.span().end;
-            if addr == self.walk_end.load(Relaxed) && access != Access::Atomic && !attrs.prefer_vram
-            {
-                end = self.fault_around(&range);
+            let walking = addr == device.walk_end.load(Relaxed);
+            if walking && access != Access::Atomic && !attrs.prefer_vram {
+                end = self.fault_around(dev, &range);
             }
-            self.walk_end.store(end, Relaxed);
+            device.walk_end.store(end, Relaxed);
             return Ok(());
         }
         Err(EAGAIN)
     }
 
-    /// Reads the pages of `range` for `fault` and binds them, with the proof that they are still
-    /// valid. Returns `None` if an invalidation came in between.
-    fn bind(&self, range: &Range<Mirror>, fault: &Fault<'_, Mirror>) -> Result<Option<Bound>> {
+    /// Reads the pages of `range` for `fault` by device `dev` and binds them, with the proof
+    /// that they are still valid. Returns `None` if an invalidation came in between.
+    fn bind(
+        &self,
+        dev: usize,
+        range: &Range<Mirror>,
+        fault: &Fault<'_, Mirror>,
+    ) -> Result<Option<Bound>> {
         let svm = &self.svm;
-        svm.get_pages(range, fault)?;
+        let pt = svm.driver().pt(dev)?;
+        svm.get_pages(range, dev, fault)?;
         // Allocated before the locks: the page table lock is taken in `invalidate`.
         let mut mapping = Mapping::new(range.span().start, range.npages())?;
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let guard = svm.notifier_read();
-        let Some(valid) = svm.pages_valid(range, &guard) else {
+        let Some(valid) = svm.pages_valid(range, dev, &guard) else {
             return Ok(None);
         };
         let (pages, in_vram) = mapping.fill(&valid)?;
         if pages > 0 {
-            svm.driver().pt.write().bind(mapping, node);
+            pt.write().bind(mapping, node);
         }
         Ok(Some(Bound { in_vram }))
     }
@@ -362,8 +415,8 @@ impl Vm {
     /// mapping ended (a GPU walking through memory in small ranges then faults once a block, not
     /// once a range; random accesses get nothing they did not ask for). It stops at the first
     /// range with nothing present, so that sparse accesses insert no ranges for nothing. Best
-    /// effort: what fails here faults later. Returns where the mapping ends.
-    fn fault_around(&self, faulted: &Range<Mirror>) -> usize {
+    /// effort: what fails here faults later. Returns where the mapping of device `dev` ends.
+    fn fault_around(&self, dev: usize, faulted: &Range<Mirror>) -> usize {
         let svm = &self.svm;
         let start = faulted.span().end;
         let block_end = (faulted.span().start | (FAULT_AROUND - 1)).saturating_add(1);
@@ -371,8 +424,11 @@ impl Vm {
             return start;
         }
         // One walk of the CPU page tables for the ranges of the block (a run's block).
-        let Ok(run) = svm.get_pages_run(start..block_end, self.span.clone(), &Fault::present())
-        else {
+        let present = Fault::present();
+        let Ok(run) = svm.get_pages_run(start..block_end, self.span.clone(), dev, &present) else {
+            return start;
+        };
+        let Ok(pt) = svm.driver().pt(dev) else {
             return start;
         };
         // Allocated before the locks: the page table lock is taken in `invalidate`.
@@ -391,10 +447,10 @@ impl Vm {
             }
         }
         let guard = svm.notifier_read();
-        let mut pt = svm.driver().pt.write();
+        let mut pt = pt.write();
         let mut end = start;
         for (range, (mut mapping, node)) in run.iter().zip(maps.drain_all()) {
-            let Some(valid) = svm.pages_valid(range, &guard) else {
+            let Some(valid) = svm.pages_valid(range, dev, &guard) else {
                 break;
             };
             match mapping.fill(&valid) {
@@ -406,11 +462,12 @@ impl Vm {
         end
     }
 
-    /// Raises a GPU page fault at `addr` for `access` into the fault queue, and waits until the
+    /// Raises a GPU page fault of device `dev` at `addr` for `access` into the fault queue, and
+    /// waits until the
     /// fault handler (a work item, as a fault interrupt's bottom half would be) resolved it. The
     /// work item runs on this CPU, as a bottom half runs on the CPU that took the interrupt: the
     /// engine sleeps meanwhile, and waking a worker on another CPU would cost an interrupt.
-    fn raise_fault(self: &Arc<Self>, addr: usize, access: Access) -> Result {
+    fn raise_fault(self: &Arc<Self>, dev: usize, addr: usize, access: Access) -> Result {
         let fault = Arc::pin_init(
             pin_init!(PageFault {
                 result <- new_mutex!(None, "vsvm_fault"),
@@ -420,7 +477,7 @@ impl Vm {
         )?;
         let (vm, raised) = (self.clone(), fault.clone());
         self.queues.faults.try_spawn(GFP_KERNEL, move || {
-            let result = vm.resolve(addr, access);
+            let result = vm.resolve(dev, addr, access);
             *raised.result.lock() = Some(result);
             raised.resolved.notify_all();
         })?;
@@ -433,28 +490,31 @@ impl Vm {
         }
     }
 
-    /// Runs `f` on the page at `addr` with the access `access`, faulting it in as needed. `f`
-    /// runs with the page table locked, so no invalidation can take the page away meanwhile.
+    /// Runs `f` on the page at `addr` with the access `access` by device `dev`, faulting it in
+    /// as needed. `f` runs with the device's page table locked, so no invalidation can take the
+    /// page away meanwhile.
     fn access<R>(
         self: &Arc<Self>,
+        dev: usize,
         addr: usize,
         access: Access,
         f: impl FnOnce(&Page, usize) -> Result<R>,
     ) -> Result<R> {
         let mirror = self.svm.driver();
+        let (pt, vram) = (mirror.pt(dev)?, &self.device(dev)?.vram);
         let page_addr = addr & !(PAGE_SIZE - 1);
         if self.closing.load(Relaxed) != 0 {
             return Err(ENODEV);
         }
         for _ in 0..MAX_FAULTS_PER_ACCESS {
             {
-                let pt = mirror.pt.read();
+                let pt = pt.read();
                 if let Some(pte) = pt.lookup(page_addr).filter(|p| access.allowed(p)) {
                     let off = addr - page_addr;
                     if pte.vram {
                         // In VRAM, its own or a peer's: the engine works on its backing page.
                         let pfn = pte.pfn.pfn().ok_or(EFAULT)?;
-                        return Vram::with_backing(&self.vram, pfn, |page| f(page, off));
+                        return Vram::with_backing(vram, pfn, |page| f(page, off));
                     }
                     // SAFETY: The entry is in the page table, whose lock is held: the page cannot
                     // be freed before an invalidation zaps the entry, which needs the lock.
@@ -463,7 +523,7 @@ impl Vm {
                 }
             }
             mirror.gpu_faults.fetch_add(1, Relaxed);
-            match self.raise_fault(page_addr, access) {
+            match self.raise_fault(dev, page_addr, access) {
                 // No mapping there, or outside the VM: a bad address.
                 Err(e) if e == ENOENT => return Err(EFAULT),
                 res => res?,
@@ -477,14 +537,15 @@ impl Vm {
         self.closing.store(1, Relaxed);
     }
 
-    /// The engine: runs the operations of a job in order, up to the first that fails.
-    pub(crate) fn run_all(self: &Arc<Self>, ops: &mut [Op]) -> Outcome {
+    /// The engine of device `dev`: runs the operations of a job in order, up to the first that
+    /// fails.
+    pub(crate) fn run_all(self: &Arc<Self>, dev: usize, ops: &mut [Op]) -> Outcome {
         let mut outcome = Outcome {
             status: 0,
             ops_done: 0,
         };
         for op in ops.iter_mut() {
-            match self.run(&op.0) {
+            match self.run(dev, &op.0) {
                 Ok(result) => op.0.result = result,
                 Err(e) => {
                     outcome.status = e.to_errno();
@@ -496,8 +557,14 @@ impl Vm {
         outcome
     }
 
-    /// Queues `ops` as a job for the engine, whose results go to `user_ops`.
-    pub(crate) fn submit(self: &Arc<Self>, ops: KVec<Op>, user_ops: u64) -> Result<Arc<Job>> {
+    /// Queues `ops` as a job for the engine of device `dev`, whose results go to `user_ops`.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        dev: usize,
+        ops: KVec<Op>,
+        user_ops: u64,
+    ) -> Result<Arc<Job>> {
+        self.device(dev)?;
         let job = {
             let mut jobs = self.jobs.lock();
             let id = jobs.1;
@@ -510,7 +577,7 @@ impl Vm {
         };
         let (vm, queued) = (self.clone(), job.clone());
         let spawned = self.queues.jobs.try_spawn(GFP_KERNEL, move || {
-            queued.run(|ops| vm.run_all(ops));
+            queued.run(|ops| vm.run_all(dev, ops));
         });
         if spawned.is_err() {
             self.jobs.lock().0.retain(|j| !Arc::ptr_eq(j, &job));
@@ -530,14 +597,14 @@ impl Vm {
         self.jobs.lock().0.retain(|j| j.id() != id);
     }
 
-    /// The engine: runs one operation. Returns its result.
-    fn run(self: &Arc<Self>, op: &uapi::drm_vsvm_op) -> Result<u64> {
+    /// The engine of device `dev`: runs one operation. Returns its result.
+    fn run(self: &Arc<Self>, dev: usize, op: &uapi::drm_vsvm_op) -> Result<u64> {
         match op.kind {
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_WRITE => {
                 // CAST: The low byte is the value to write.
                 let bytes = [op.value as u8; BURST];
                 self.for_each_piece(op.addr, op.size, PAGE_SIZE, |addr, len| {
-                    self.access(addr, Access::Write, |page, off| {
+                    self.access(dev, addr, Access::Write, |page, off| {
                         for_each_burst(off, len, |at, n| {
                             // SAFETY: `bytes` is valid for reads of `n <= BURST` bytes.
                             unsafe { page.write_raw(bytes.as_ptr(), at, n) }
@@ -559,7 +626,7 @@ impl Vm {
                     if let Some(last) = used.last_mut() {
                         *last = 0;
                     }
-                    self.access(addr, Access::Read, |page, off| {
+                    self.access(dev, addr, Access::Read, |page, off| {
                         // SAFETY: `used` is valid for writes of `len <= PAGE_SIZE` bytes.
                         unsafe { page.read_raw(used.as_mut_ptr().cast(), off, len) }
                     })?;
@@ -570,8 +637,8 @@ impl Vm {
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_ATOMIC_ADD => {
                 let addr = usize::try_from(op.addr)?;
-                self.access(addr, Access::Atomic, |page, off| {
-                    let _interconnect = self.vram.device().atomic();
+                self.access(dev, addr, Access::Atomic, |page, off| {
+                    let _interconnect = self.device(dev)?.vram.device().atomic();
                     let mut word = [0u8; 8];
                     // SAFETY: `word` is valid for 8 bytes; the word lies in the page (aligned).
                     unsafe { page.read_raw(word.as_mut_ptr(), off, 8)? };
@@ -592,13 +659,13 @@ impl Vm {
                     let first = len.min(PAGE_SIZE - src % PAGE_SIZE);
                     for (at, n) in [(0, first), (first, len - first)] {
                         if n > 0 {
-                            self.access(src + at, Access::Read, |page, off| {
+                            self.access(dev, src + at, Access::Read, |page, off| {
                                 // SAFETY: `bytes[at..]` is valid for writes of `n` bytes.
                                 unsafe { page.read_raw(bytes[at..].as_mut_ptr(), off, n) }
                             })?;
                         }
                     }
-                    self.access(dst, Access::Write, |page, off| {
+                    self.access(dev, dst, Access::Write, |page, off| {
                         // SAFETY: `bytes` is valid for reads of `len <= BURST` bytes.
                         unsafe { page.write_raw(bytes.as_ptr(), off, len) }
                     })
@@ -647,9 +714,16 @@ impl Vm {
             .map_err(|_| ENOSPC)
     }
 
-    /// The device page table entries of the pages from `addr`, one per entry of `out`.
-    pub(crate) fn snapshot(&self, addr: usize, out: &mut [uapi::drm_vsvm_pte]) {
-        let pt = self.svm.driver().pt.read();
+    /// The entries of the page table of device `dev` of the pages from `addr`, one per entry of
+    /// `out`.
+    pub(crate) fn snapshot(
+        &self,
+        dev: usize,
+        addr: usize,
+        out: &mut [uapi::drm_vsvm_pte],
+    ) -> Result {
+        let vram = &self.device(dev)?.vram;
+        let pt = self.svm.driver().pt(dev)?.read();
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = match pt.lookup_entry(addr + i * PAGE_SIZE) {
                 None => uapi::drm_vsvm_pte::default(),
@@ -660,11 +734,7 @@ impl Vm {
                     }
                     if pte.vram {
                         flags |= uapi::DRM_VSVM_PTE_VRAM;
-                        if pte
-                            .pfn
-                            .pfn()
-                            .is_some_and(|p| !self.vram.pfns().contains(&p))
-                        {
+                        if pte.pfn.pfn().is_some_and(|p| !vram.pfns().contains(&p)) {
                             flags |= uapi::DRM_VSVM_PTE_PEER;
                         }
                     }
@@ -678,25 +748,32 @@ impl Vm {
                 }
             };
         }
+        Ok(())
     }
 
-    /// Migrates `range` to VRAM; what cannot move stays, which is no error. Returns how many
-    /// pages moved. With a partial migration injected, the range's first page is sent back,
-    /// leaving the range mixed (a huge page is split for it).
-    fn migrate(&self, range: &Range<Mirror>) -> usize {
-        let moved = self.svm.migrate_to_vram(range, &self.vram).unwrap_or(0);
-        if moved == 0 || !self.vram.device().faults.partial_migration.should_fail() {
+    /// Migrates `range` to the VRAM of device `dev`; what cannot move stays, which is no error.
+    /// Returns how many pages moved. With a partial migration injected, the range's first page
+    /// is sent back, leaving the range mixed (a huge page is split for it).
+    fn migrate(&self, dev: usize, range: &Range<Mirror>) -> usize {
+        let Ok(device) = self.device(dev) else {
+            return 0;
+        };
+        let vram = &device.vram;
+        let moved = self.svm.migrate_to_vram(range, vram).unwrap_or(0);
+        if moved == 0 || !vram.device().faults.partial_migration.should_fail() {
             return moved;
         }
         let first = range.span().start..range.span().start + PAGE_SIZE;
-        match self.svm.evict_range(range, first, &self.vram) {
+        match self.svm.evict_range(range, first, vram) {
             Ok(back) => moved.saturating_sub(back),
             Err(_) => moved,
         }
     }
 
-    /// Migrates the ranges over `span` to `region`. Returns how many pages moved.
-    pub(crate) fn prefetch(&self, span: Span<usize>, region: u32) -> Result<u64> {
+    /// Migrates the ranges over `span` to `region`: the VRAM of device `dev`, or system memory
+    /// from the VRAM of every device of the VM. Returns how many pages moved.
+    pub(crate) fn prefetch(&self, dev: usize, span: Span<usize>, region: u32) -> Result<u64> {
+        self.device(dev)?;
         let svm = &self.svm;
         svm.collect_garbage();
         let mut moved = 0;
@@ -704,18 +781,23 @@ impl Vm {
         while addr < span.end {
             let range = svm.find_or_insert(addr, self.span.clone())?;
             // Pages that cannot move stay where they are: no error.
-            moved += match region {
-                uapi::drm_vsvm_region_DRM_VSVM_REGION_VRAM => self.migrate(&range),
-                _ => svm.evict_range(&range, range.span(), &self.vram)?,
-            };
+            if region == uapi::drm_vsvm_region_DRM_VSVM_REGION_VRAM {
+                moved += self.migrate(dev, &range);
+            } else {
+                for device in self.devices.iter() {
+                    moved += svm.evict_range(&range, range.span(), &device.vram)?;
+                }
+            }
             addr = range.span().end;
         }
         // CAST: Page counts fit in 64 bits.
         Ok(moved as u64)
     }
 
-    /// Fills the counters of `stats`.
-    pub(crate) fn stats(&self, stats: &mut uapi::drm_vsvm_stats) {
+    /// Fills the counters of `stats`: those of the page table and memory of the file's device
+    /// (the VM's first), and the VM's.
+    pub(crate) fn stats(&self, stats: &mut uapi::drm_vsvm_stats) -> Result {
+        let vram = &self.device(0)?.vram;
         let s = self.svm.stats();
         stats.gpu_faults = self.svm.driver().gpu_faults.load(Relaxed);
         for (size, faults) in self.chunks.sizes().iter().zip(&s.faults) {
@@ -732,11 +814,11 @@ impl Vm {
         stats.gc_ranges = s.gc_ranges.get();
         // CAST: Counts of objects in memory fit in 64 bits.
         stats.ranges = self.svm.count().0 as u64;
-        stats.bound_pages = self.svm.driver().pt.read().bound() as u64;
+        stats.bound_pages = self.svm.driver().pt(0)?.read().bound() as u64;
         stats.migrations_to_vram = s.migrations_to_vram.get();
         stats.bytes_to_vram = s.bytes_to_vram.get();
         stats.bytes_evicted = s.bytes_evicted.get();
-        let d = self.vram.stats();
+        let d = vram.stats();
         stats.dev_cpu_faults = d.cpu_faults.get();
         stats.dev_evictions = d.evictions.get();
         stats.dev_bytes_evicted = d.bytes_evicted.get();
@@ -745,6 +827,7 @@ impl Vm {
         stats.dev_bytes_from_peers = d.bytes_from_peers.get();
         // CAST: Sizes of memory fit in 64 bits.
         stats.dev_vram_used = d.pages_in_use.get() * PAGE_SIZE as u64;
-        stats.dev_vram_size = ((self.vram.pfns().end - self.vram.pfns().start) * PAGE_SIZE) as u64;
+        stats.dev_vram_size = ((vram.pfns().end - vram.pfns().start) * PAGE_SIZE) as u64;
+        Ok(())
     }
 }

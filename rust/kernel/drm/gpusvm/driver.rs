@@ -42,16 +42,20 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// [`CpuAccess`]: super::CpuAccess
     type Access: SystemAccess;
 
-    /// Stops all device use of `span` of `range`: zaps its device page table entries and flushes
-    /// the device TLB, so that the device can no longer reach the pages.
+    /// Stops the use of `span` of `range` by device `device` (its index in the owners of the
+    /// [`GpuSvm`]): zaps its device page table entries and flushes its TLB, so that it can no
+    /// longer reach the pages. An invalidation calls it for each device it reaches: all of them,
+    /// but those that made the pages exclusive for their own atomics and those that share their
+    /// owner.
     ///
     /// Called from the mmu notifier with the notifier lock held for writing: it must not sleep on
     /// memory allocation nor take locks that are held around allocations. Also called by
-    /// [`GpuSvm::collect_garbage`] with [`Event::Unmap`] for each range it removes: a driver that
-    /// queues the collector on [`Event::Unmap`] must not queue it again from there.
+    /// [`GpuSvm::collect_garbage`] with [`Event::Unmap`] for each range it removes and each
+    /// device: a driver that queues the collector on [`Event::Unmap`] must not queue it again
+    /// from there.
     ///
     /// [`GpuSvm::collect_garbage`]: super::GpuSvm::collect_garbage
-    fn invalidate(&self, range: &Range<Self>, span: ops::Range<usize>, event: Event);
+    fn invalidate(&self, range: &Range<Self>, device: usize, span: ops::Range<usize>, event: Event);
 
     /// Allocates `npages` pages of device memory, returning the allocation and its free pages
     /// (exactly `npages`), in the order they are to back the pages of the range.

@@ -12,8 +12,8 @@ use crate::{
 };
 
 impl<T: Driver> GpuSvm<T> {
-    /// Removes the ranges that were (partly) unmapped, after the driver stopped all device use
-    /// of them, and the notifiers left without ranges. Returns how many ranges went.
+    /// Removes the ranges that were (partly) unmapped, after the driver stopped the use of them
+    /// by each device, and the notifiers left without ranges. Returns how many ranges went.
     ///
     /// The surviving parts of a partly unmapped range fault in again as new ranges, which fit
     /// the VMAs that are left; the device pages of the unmapped part were freed by the unmap.
@@ -35,11 +35,13 @@ impl<T: Driver> GpuSvm<T> {
             while let Some(c) = cursor {
                 let r = c.current().1;
                 // SAFETY: As above; these pages are not borrowed elsewhere.
-                if !unsafe { r.pages.get() }.unmapped {
+                if !unsafe { r.state.get() }.unmapped {
                     cursor = c.move_next();
                     continue;
                 }
-                self.driver.invalidate(r, r.span(), Event::Unmap);
+                for device in 0..self.owners.len() {
+                    self.driver.invalidate(r, device, r.span(), Event::Unmap);
+                }
                 removed += 1;
                 // Freeing is fine under the lock; allocating is not. After the last range the
                 // cursor comes back to the previous one, which stays: the walk then ends.

@@ -48,19 +48,23 @@ mod tests {
     const SZ_64K: usize = 64 * 1024;
     const SZ_2M: usize = 2 * 1024 * 1024;
     static OWNER: u8 = 0;
+    /// The owner of a second device, not a peer of the first.
+    static OTHER_OWNER: u8 = 1;
     const MAX_PTES: usize = 4096;
     /// Simulated device memory: two 2M ranges.
     const VRAM_PAGES: usize = 1024;
 
-    /// A device page table entry: the address it maps, and whether it points to device memory.
+    /// A device page table entry: the device, the address it maps, and whether it points to
+    /// device memory.
     #[derive(Clone, Copy, PartialEq)]
     struct Pte {
+        device: usize,
         addr: usize,
         vram: bool,
     }
 
-    /// A device whose page table maps single pages: `ptes` holds the bound entries, up to
-    /// `MAX_PTES`.
+    /// Devices whose page tables map single pages: `ptes` holds the bound entries of all of
+    /// them, up to `MAX_PTES`.
     #[pin_data]
     struct Mock {
         invalidations: Atomic<u32>,
@@ -140,9 +144,17 @@ mod tests {
         type Allocation = MockAlloc;
         type Access = CpuAccess;
 
-        fn invalidate(&self, _range: &Range<Self>, span: ops::Range<usize>, _event: Event) {
+        fn invalidate(
+            &self,
+            _range: &Range<Self>,
+            device: usize,
+            span: ops::Range<usize>,
+            _event: Event,
+        ) {
             self.invalidations.fetch_add(1, Relaxed);
-            self.ptes.lock().retain(|p| !span.contains(&p.addr));
+            self.ptes
+                .lock()
+                .retain(|p| p.device != device || !span.contains(&p.addr));
         }
 
         fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(MockAlloc, FreePages)> {
@@ -227,7 +239,14 @@ mod tests {
         type Allocation = MockAlloc;
         type Access = DmaAccess;
 
-        fn invalidate(&self, _range: &Range<Self>, _span: ops::Range<usize>, _event: Event) {}
+        fn invalidate(
+            &self,
+            _range: &Range<Self>,
+            _device: usize,
+            _span: ops::Range<usize>,
+            _event: Event,
+        ) {
+        }
 
         fn alloc_devmem(mem: &DeviceMemory<Self>, npages: usize) -> Result<(MockAlloc, FreePages)> {
             mem.device().alloc(mem.pfns().start, npages)
@@ -262,19 +281,26 @@ mod tests {
     }
 
     impl Mock {
-        /// Binds the pages of `range`, which must be current. The page table is allocated up
-        /// front: its lock is taken in `invalidate`, which reclaim can call, so neither it nor
-        /// the notifier lock may be held around an allocation (lockdep reports it otherwise).
+        /// Binds the pages of `range` on the first device; see [`Mock::bind_on`].
         fn bind(svm: &GpuSvm<Mock>, range: &Range<Mock>) -> Result {
+            Self::bind_on(svm, range, 0)
+        }
+
+        /// Binds the pages `device` read of `range`, which must be current. The page table is
+        /// allocated up front: its lock is taken in `invalidate`, which reclaim can call, so
+        /// neither it nor the notifier lock may be held around an allocation (lockdep reports
+        /// it otherwise).
+        fn bind_on(svm: &GpuSvm<Mock>, range: &Range<Mock>, device: usize) -> Result {
             let guard = svm.notifier_read();
-            let valid = svm.pages_valid(range, &guard).ok_or(EAGAIN)?;
+            let valid = svm.pages_valid(range, device, &guard).ok_or(EAGAIN)?;
             let mut ptes = svm.driver().ptes.lock();
-            ptes.retain(|p| !range.span().contains(&p.addr));
+            ptes.retain(|p| p.device != device || !range.span().contains(&p.addr));
             for (i, pfn) in valid.pfns().iter().enumerate() {
                 if !pfn.is_valid() {
                     continue;
                 }
                 let pte = Pte {
+                    device,
                     addr: range.span().start + i * PAGE_SIZE,
                     vram: valid.device_private_owner(i) == Some(owner()),
                 };
@@ -283,10 +309,17 @@ mod tests {
             Ok(())
         }
 
-        /// Whether `addr` is bound, and to device memory.
+        /// Whether `addr` is bound on the first device, and to device memory.
         fn bound(&self, addr: usize) -> Option<bool> {
+            self.bound_on(0, addr)
+        }
+
+        /// Whether `addr` is bound on `device`, and to device memory.
+        fn bound_on(&self, device: usize, addr: usize) -> Option<bool> {
             let ptes = self.ptes.lock();
-            ptes.iter().find(|p| p.addr == addr).map(|p| p.vram)
+            ptes.iter()
+                .find(|p| p.device == device && p.addr == addr)
+                .map(|p| p.vram)
         }
 
         /// The number of entries bound to device memory.
@@ -308,12 +341,28 @@ mod tests {
         map: &UserMapping,
         chunks: ChunkSizes,
     ) -> Result<impl PinInit<GpuSvm<Mock>, Error>> {
+        new_svm_on(map, chunks, &[owner()])
+    }
+
+    /// A GPU SVM of the address space of `map` for a device of each of `owners`.
+    fn new_svm_on(
+        map: &UserMapping,
+        chunks: ChunkSizes,
+        owners: &[DeviceOwner],
+    ) -> Result<impl PinInit<GpuSvm<Mock>, Error>> {
         let ptes = KVec::with_capacity(MAX_PTES, GFP_KERNEL)?;
         let mock = pin_init!(Mock {
             invalidations: Atomic::new(0),
             ptes <- new_mutex!(ptes),
         });
-        GpuSvm::new(map.mm(), PAGE_SIZE..1 << 47, 1 << 29, chunks, owner(), mock)
+        GpuSvm::new(map.mm(), PAGE_SIZE..1 << 47, 1 << 29, chunks, owners, mock)
+    }
+
+    /// A GPU SVM of the address space of `map` for two devices of owners `owners`, with ranges
+    /// of at most 64K.
+    fn svm_of_two(map: &UserMapping, owners: [DeviceOwner; 2]) -> Result<MockSvm> {
+        let chunks = ChunkSizes::new(&[SZ_64K, PAGE_SIZE])?;
+        Arc::pin_init(new_svm_on(map, chunks, &owners)?, GFP_KERNEL)
     }
 
     fn svm(map: &UserMapping) -> Result<Arc<GpuSvm<Mock>>> {
@@ -432,7 +481,7 @@ mod tests {
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
         assert_eq!(r.npages(), SZ_2M / PAGE_SIZE);
         assert_eq!(svm.migrate_to_vram(&r, mem)?, r.npages());
-        svm.get_pages(&r, &Fault::write())?;
+        svm.get_pages(&r, 0, &Fault::write())?;
         Mock::bind(svm, &r)?;
         assert_eq!(svm.driver().bound_in_vram(), r.npages());
         Ok((r, first))
@@ -532,7 +581,7 @@ mod tests {
         let first = run_block_page(&map);
         // From the second page of a block: the run ends with the block, not with the span.
         let span = map.addr(first + 1)..map.addr(first + 2 * per_block);
-        let run = svm.get_pages_run(span.clone(), 0..usize::MAX, &Fault::read())?;
+        let run = svm.get_pages_run(span.clone(), 0..usize::MAX, 0, &Fault::read())?;
         assert_eq!(run.len(), per_block - 1);
         assert_eq!(svm.count().0, per_block - 1);
         assert_eq!(svm.stats().faults[0].get(), u64::try_from(per_block - 1)?);
@@ -541,7 +590,7 @@ mod tests {
             for (i, r) in run.iter().enumerate() {
                 assert_eq!(r.span().start, map.addr(first + 1 + i));
                 assert_eq!(r.npages(), 1);
-                let valid = svm.pages_valid(r, &guard).ok_or(EINVAL)?;
+                let valid = svm.pages_valid(r, 0, &guard).ok_or(EINVAL)?;
                 assert!(valid.pfns()[0].is_valid());
             }
         }
@@ -551,14 +600,14 @@ mod tests {
         {
             let guard = svm.notifier_read();
             for (i, r) in run.iter().enumerate() {
-                assert_eq!(svm.pages_valid(r, &guard).is_some(), i != 2);
+                assert_eq!(svm.pages_valid(r, 0, &guard).is_some(), i != 2);
             }
         }
-        let again = svm.get_pages_run(span, 0..usize::MAX, &Fault::read())?;
+        let again = svm.get_pages_run(span, 0..usize::MAX, 0, &Fault::read())?;
         assert_eq!(again.len(), run.len());
         assert!(again.iter().zip(&run).all(|(a, r)| Arc::ptr_eq(a, r)));
         let guard = svm.notifier_read();
-        assert!(run.iter().all(|r| svm.pages_valid(r, &guard).is_some()));
+        assert!(run.iter().all(|r| svm.pages_valid(r, 0, &guard).is_some()));
         Ok(())
     }
 
@@ -576,7 +625,7 @@ mod tests {
             map.write((first + i) * PAGE_SIZE, &[1])?;
         }
         let span = map.addr(first + 1)..map.addr(first + per_block);
-        let run = svm.get_pages_run(span, 0..usize::MAX, &Fault::present())?;
+        let run = svm.get_pages_run(span, 0..usize::MAX, 0, &Fault::present())?;
         assert_eq!(run.len(), 3);
         assert_eq!(svm.count().0, 3);
         assert_eq!(svm.stats().faults[0].get(), 0);
@@ -584,11 +633,12 @@ mod tests {
         let run = svm.get_pages_run(
             map.addr(first + 4)..map.addr(first + 5),
             0..usize::MAX,
+            0,
             &Fault::present(),
         )?;
         assert_eq!(run.len(), 1);
         let guard = svm.notifier_read();
-        let valid = svm.pages_valid(&run[0], &guard).ok_or(EINVAL)?;
+        let valid = svm.pages_valid(&run[0], 0, &guard).ok_or(EINVAL)?;
         assert!(!valid.pfns()[0].is_valid());
         Ok(())
     }
@@ -606,14 +656,14 @@ mod tests {
             map.write((first + i) * PAGE_SIZE, &[1])?;
         }
         let span = map.addr(first)..map.addr(first + 2 * per_64k);
-        let run = svm.get_pages_run(span.clone(), 0..usize::MAX, &Fault::read())?;
+        let run = svm.get_pages_run(span.clone(), 0..usize::MAX, 0, &Fault::read())?;
         assert_eq!(run.len(), per_64k + 1);
         assert!(run[..per_64k].iter().all(|r| r.npages() == 1));
         assert_eq!(run[per_64k].span(), map.addr(first + per_64k)..span.end);
         // Read faults: every page is there now, holes included.
         let guard = svm.notifier_read();
         for r in &run {
-            let valid = svm.pages_valid(r, &guard).ok_or(EINVAL)?;
+            let valid = svm.pages_valid(r, 0, &guard).ok_or(EINVAL)?;
             assert!(valid.pfns().iter().all(|p| p.is_valid()));
         }
         Ok(())
@@ -632,7 +682,7 @@ mod tests {
         // SAFETY: Initialized above.
         let old = unsafe { &*place };
         let r = old.find_or_insert(map.addr(0), 0..usize::MAX)?;
-        old.get_pages(&r, &Fault::read())?;
+        old.get_pages(&r, 0, &Fault::read())?;
         // SAFETY: Initialized above, and no borrow of it is used after this.
         unsafe { core::ptr::drop_in_place(place) };
         // SAFETY: As for the first one.
@@ -641,8 +691,8 @@ mod tests {
         let new = unsafe { &*place };
         // The range outlived its GPU SVM and its notifier: the new one must not take it for its
         // own (it would use the old notifier, freed).
-        assert_eq!(new.get_pages(&r, &Fault::read()).err(), Some(EINVAL));
-        assert!(new.pages_valid(&r, &new.notifier_read()).is_none());
+        assert_eq!(new.get_pages(&r, 0, &Fault::read()).err(), Some(EINVAL));
+        assert!(new.pages_valid(&r, 0, &new.notifier_read()).is_none());
         let mem = vram()?;
         assert_eq!(new.migrate_to_vram(&r, &mem).err(), Some(EINVAL));
         drop(r);
@@ -688,11 +738,11 @@ mod tests {
         let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
 
         // Not read yet: no proof.
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
-        svm.get_pages(&r, &Fault::write())?;
+        assert!(svm.pages_valid(&r, 0, &svm.notifier_read()).is_none());
+        svm.get_pages(&r, 0, &Fault::write())?;
         {
             let guard = svm.notifier_read();
-            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            let valid = svm.pages_valid(&r, 0, &guard).ok_or(EINVAL)?;
             assert!(valid.pfns().iter().all(|p| p.is_valid() && p.is_writable()));
         }
 
@@ -702,11 +752,11 @@ mod tests {
         map.dontneed(page, 1)?;
         assert!(svm.driver().invalidations.load(Relaxed) >= 1);
         assert!(svm.stats().invalidations.get() >= 1);
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        assert!(svm.pages_valid(&r, 0, &svm.notifier_read()).is_none());
 
         // Reading the pages again gives it back.
-        svm.get_pages(&r, &Fault::read())?;
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_some());
+        svm.get_pages(&r, 0, &Fault::read())?;
+        assert!(svm.pages_valid(&r, 0, &svm.notifier_read()).is_some());
         Ok(())
     }
 
@@ -720,13 +770,13 @@ mod tests {
         let a = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
         let b = svm.find_or_insert(map.addr(15), 0..usize::MAX)?;
         assert!(!a.span().contains(&map.addr(15)));
-        svm.get_pages(&a, &Fault::read())?;
-        svm.get_pages(&b, &Fault::read())?;
+        svm.get_pages(&a, 0, &Fault::read())?;
+        svm.get_pages(&b, 0, &Fault::read())?;
         // Same notifier, one page of `a` dropped: `b` keeps its proof.
         map.dontneed(0, 1)?;
         let guard = svm.notifier_read();
-        assert!(svm.pages_valid(&a, &guard).is_none());
-        assert!(svm.pages_valid(&b, &guard).is_some());
+        assert!(svm.pages_valid(&a, 0, &guard).is_none());
+        assert!(svm.pages_valid(&b, 0, &guard).is_some());
         Ok(())
     }
 
@@ -739,7 +789,7 @@ mod tests {
         let start = map.addr(first);
         let r = svm.find_or_insert(start, 0..usize::MAX)?;
         assert_eq!(r.span(), start..start + SZ_2M);
-        svm.get_pages(&r, &Fault::write())?;
+        svm.get_pages(&r, 0, &Fault::write())?;
         Mock::bind(&svm, &r)?;
         let middle = first + SZ_2M / PAGE_SIZE / 2;
         assert_eq!(svm.driver().bound(map.addr(middle)), Some(false));
@@ -748,7 +798,7 @@ mod tests {
         // the whole 2M when it splits a THP mapping first), and the range cannot be bound.
         map.unmap(middle, 1)?;
         assert_eq!(svm.driver().bound(map.addr(middle)), None);
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        assert!(svm.pages_valid(&r, 0, &svm.notifier_read()).is_none());
 
         drop(r);
         assert_eq!(svm.collect_garbage(), 1);
@@ -760,7 +810,7 @@ mod tests {
         for page in [first, middle - 1, middle + 1, first + SZ_2M / PAGE_SIZE - 1] {
             let r = svm.find_or_insert(map.addr(page), 0..usize::MAX)?;
             assert!(!r.span().contains(&map.addr(middle)));
-            svm.get_pages(&r, &Fault::read())?;
+            svm.get_pages(&r, 0, &Fault::read())?;
             Mock::bind(&svm, &r)?;
             assert_eq!(svm.driver().bound(map.addr(page)), Some(false));
         }
@@ -791,7 +841,7 @@ mod tests {
         assert_eq!(svm.driver().bound_in_vram(), 0);
 
         // The GPU faults again: system pages now, with the CPU's write.
-        svm.get_pages(&r, &Fault::read())?;
+        svm.get_pages(&r, 0, &Fault::read())?;
         Mock::bind(&svm, &r)?;
         assert_eq!(svm.driver().bound(r.span().start), Some(false));
         let mut buf = [0u8; 17];
@@ -844,7 +894,7 @@ mod tests {
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
         assert_eq!(svm.migrate_to_vram(&r, &mem)?, r.npages() - 1);
 
-        svm.get_pages(&r, &Fault::write())?;
+        svm.get_pages(&r, 0, &Fault::write())?;
         Mock::bind(&svm, &r)?;
         assert_eq!(svm.driver().bound_in_vram(), r.npages() - 1);
         assert_eq!(svm.driver().bound(map.addr(first + 3)), Some(false));
@@ -861,7 +911,7 @@ mod tests {
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
         mem.device().fail_copies.store(1, Relaxed);
         assert_eq!(svm.migrate_to_vram(&r, &mem).err(), Some(EIO));
-        svm.get_pages(&r, &Fault::read())?;
+        svm.get_pages(&r, 0, &Fault::read())?;
         Mock::bind(&svm, &r)?;
         assert_eq!(svm.driver().bound_in_vram(), 0);
         assert_eq!(bad_bytes(&map, first..first + r.npages())?, 0);
@@ -883,7 +933,7 @@ mod tests {
         // The survivors fault in again, from device memory.
         for page in [first, middle - 1, middle + 1] {
             let r = svm.find_or_insert(map.addr(page), 0..usize::MAX)?;
-            svm.get_pages(&r, &Fault::read())?;
+            svm.get_pages(&r, 0, &Fault::read())?;
             Mock::bind(&svm, &r)?;
             assert_eq!(svm.driver().bound(map.addr(page)), Some(true));
         }
@@ -957,7 +1007,7 @@ mod tests {
         assert_eq!(svm.migrate_to_vram(&r, &b)?, 0);
         assert_eq!(svm.migrate_to_vram(&r, &a)?, r.npages());
         assert_eq!(a.stats().bytes_from_peers.get(), SZ_2M as u64);
-        svm.get_pages(&r, &Fault::write())?;
+        svm.get_pages(&r, 0, &Fault::write())?;
         Mock::bind(&svm, &r)?;
         assert_eq!(svm.driver().bound_in_vram(), r.npages());
         // No CPU fault took the pages through system memory on the way.
@@ -967,6 +1017,122 @@ mod tests {
         map.unmap(0, map.len() / PAGE_SIZE)?;
         assert_nothing_leaked(&a);
         assert_nothing_leaked(&b);
+        Ok(())
+    }
+
+    #[test]
+    fn each_device_reads_binds_and_loses_its_own_pages() -> Result {
+        let map = UserMapping::new(16)?;
+        fill(&map, 16)?;
+        let other = DeviceOwner::from_ref(&OTHER_OWNER);
+        let svm = svm_of_two(&map, [owner(), other])?;
+        assert_eq!(svm.devices(), 2);
+        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        let first = (r.span().start - map.addr(0)) / PAGE_SIZE;
+        // One range, read by each device on its own.
+        svm.get_pages(&r, 1, &Fault::read())?;
+        assert!(svm.pages_valid(&r, 0, &svm.notifier_read()).is_none());
+        Mock::bind_on(&svm, &r, 1)?;
+        svm.get_pages(&r, 0, &Fault::write())?;
+        Mock::bind_on(&svm, &r, 0)?;
+        for device in 0..2 {
+            assert_eq!(svm.driver().bound_on(device, r.span().start), Some(false));
+            assert!(svm.pages_valid(&r, device, &svm.notifier_read()).is_some());
+        }
+        // No third device.
+        assert_eq!(svm.get_pages(&r, 2, &Fault::read()).err(), Some(EINVAL));
+        assert!(svm.pages_valid(&r, 2, &svm.notifier_read()).is_none());
+        assert_eq!(svm.owner(2).err(), Some(EINVAL));
+
+        // The CPU drops the first page and writes a new one: the invalidation reaches both
+        // devices, a call for each.
+        let calls = svm.driver().invalidations.load(Relaxed);
+        let seen = svm.stats().invalidations.get();
+        map.dontneed(first, 1)?;
+        map.write(first * PAGE_SIZE, &[0x5a])?;
+        assert!(svm.stats().invalidations.get() > seen);
+        assert!(svm.driver().invalidations.load(Relaxed) >= calls + 2);
+        for device in 0..2 {
+            assert_eq!(svm.driver().bound_on(device, r.span().start), None);
+            assert!(svm.pages_valid(&r, device, &svm.notifier_read()).is_none());
+        }
+        // The second device reads again; the first stays without pages until it does.
+        svm.get_pages(&r, 1, &Fault::read())?;
+        let guard = svm.notifier_read();
+        assert!(svm.pages_valid(&r, 0, &guard).is_none());
+        let valid = svm.pages_valid(&r, 1, &guard).ok_or(EINVAL)?;
+        // SAFETY: The pages are valid under the notifier lock: they cannot be freed.
+        let page = unsafe { valid.pfns()[0].page() }.ok_or(EINVAL)?;
+        let mut b = [0u8];
+        // SAFETY: `b` is valid for one byte.
+        unsafe { page.read_raw(b.as_mut_ptr(), 0, 1)? };
+        assert_eq!(b[0], 0x5a);
+        Ok(())
+    }
+
+    #[test]
+    fn exclusive_atomics_invalidate_the_devices_of_other_owners_only() -> Result {
+        let other = DeviceOwner::from_ref(&OTHER_OWNER);
+        // Two devices of other owners, then two peers (one owner).
+        for (owners, second_keeps) in [([owner(), other], false), ([owner(), owner()], true)] {
+            let map = UserMapping::new(16)?;
+            fill(&map, 16)?;
+            let svm = svm_of_two(&map, owners)?;
+            let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+            for device in 0..2 {
+                svm.get_pages(&r, device, &Fault::write())?;
+                Mock::bind_on(&svm, &r, device)?;
+            }
+            svm.get_pages(&r, 0, &Fault::atomic(AtomicPolicy::Exclusive, None))?;
+            let guard = svm.notifier_read();
+            let valid = svm.pages_valid(&r, 0, &guard).ok_or(EINVAL)?;
+            assert!(valid.atomic());
+            assert_eq!(svm.pages_valid(&r, 1, &guard).is_some(), second_keeps);
+            drop(guard);
+            assert_eq!(svm.driver().bound_on(0, r.span().start), Some(false));
+            let kept = svm.driver().bound_on(1, r.span().start).is_some();
+            assert_eq!(kept, second_keeps);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_collector_tears_a_range_down_on_every_device() -> Result {
+        let map = UserMapping::new(16)?;
+        fill(&map, 16)?;
+        let other = DeviceOwner::from_ref(&OTHER_OWNER);
+        let svm = svm_of_two(&map, [owner(), other])?;
+        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        for device in 0..2 {
+            svm.get_pages(&r, device, &Fault::read())?;
+            Mock::bind_on(&svm, &r, device)?;
+        }
+        map.unmap(0, 16)?;
+        for device in 0..2 {
+            assert_eq!(svm.driver().bound_on(device, r.span().start), None);
+        }
+        drop(r);
+        let calls = svm.driver().invalidations.load(Relaxed);
+        assert_eq!(svm.collect_garbage(), 1);
+        assert_eq!(svm.driver().invalidations.load(Relaxed), calls + 2);
+        assert_eq!(svm.count(), (0, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn device_memory_of_no_device_of_the_svm_is_refused() -> Result {
+        let map = UserMapping::new(16)?;
+        fill(&map, 16)?;
+        let chunks = ChunkSizes::new(&[SZ_64K, PAGE_SIZE])?;
+        assert_eq!(new_svm_on(&map, chunks, &[]).err(), Some(EINVAL));
+        // `vram()` is of `owner()`, which the GPU SVM's one device does not have.
+        let mem = vram()?;
+        let other = DeviceOwner::from_ref(&OTHER_OWNER);
+        let svm = svm_of_two(&map, [other, other])?;
+        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        assert_eq!(svm.migrate_to_vram(&r, &mem).err(), Some(EINVAL));
+        assert_eq!(svm.evict_range(&r, r.span(), &mem).err(), Some(EINVAL));
+        assert_nothing_leaked(&mem);
         Ok(())
     }
 
@@ -990,17 +1156,17 @@ mod tests {
         let svm = svm(&map)?;
         let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
         let first = (r.span().start - map.addr(0)) / PAGE_SIZE;
-        svm.get_pages(&r, &Fault::write())?;
+        svm.get_pages(&r, 0, &Fault::write())?;
         Mock::bind(&svm, &r)?;
 
         // Making the pages exclusive does not invalidate our own entries.
         let seen = svm.stats().invalidations.get();
-        svm.get_pages(&r, &Fault::atomic(AtomicPolicy::Exclusive, None))?;
+        svm.get_pages(&r, 0, &Fault::atomic(AtomicPolicy::Exclusive, None))?;
         assert_eq!(svm.stats().invalidations.get(), seen);
         assert_eq!(svm.driver().bound(r.span().start), Some(false));
         {
             let guard = svm.notifier_read();
-            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            let valid = svm.pages_valid(&r, 0, &guard).ok_or(EINVAL)?;
             assert!(valid.atomic());
             // The device increments the first byte of the range.
             // SAFETY: The pages are valid under the notifier lock: they cannot be freed.
@@ -1020,7 +1186,7 @@ mod tests {
         assert_eq!(b[0], byte(first) + 1);
         assert!(svm.stats().invalidations.get() > seen);
         assert_eq!(svm.driver().bound(r.span().start), None);
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        assert!(svm.pages_valid(&r, 0, &svm.notifier_read()).is_none());
         Ok(())
     }
 
@@ -1029,11 +1195,11 @@ mod tests {
         let (mem, map, svm) = filled_with_vram()?;
         let first = aligned_page(&map);
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
-        svm.get_pages(&r, &Fault::atomic(AtomicPolicy::Vram, Some(&mem)))?;
+        svm.get_pages(&r, 0, &Fault::atomic(AtomicPolicy::Vram, Some(&mem)))?;
         assert_eq!(svm.stats().migrations_to_vram.get(), 1);
         {
             let guard = svm.notifier_read();
-            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            let valid = svm.pages_valid(&r, 0, &guard).ok_or(EINVAL)?;
             assert!(valid.atomic());
             assert!((0..r.npages()).all(|i| valid.device_private_owner(i) == Some(owner())));
         }
@@ -1053,10 +1219,10 @@ mod tests {
         assert_eq!(svm.migrate_to_vram(&r, &mem)?, r.npages() - 1);
         // SAFETY: The DMA mask of the device does not change.
         let fault = unsafe { Fault::read().dma(reg.bound()) };
-        svm.get_pages(&r, &fault)?;
+        svm.get_pages(&r, 0, &fault)?;
         {
             let guard = svm.notifier_read();
-            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            let valid = svm.pages_valid(&r, 0, &guard).ok_or(EINVAL)?;
             // The pinned page stayed in system memory: it is mapped (at an address that depends
             // on the platform: an IOMMU, bounce buffers); the others are in VRAM.
             assert!(valid.dma_address(1).is_some());
@@ -1065,9 +1231,9 @@ mod tests {
         }
         drop(pinned);
         // Reading the pages without mapping them drops the mappings.
-        svm.get_pages(&r, &Fault::read())?;
+        svm.get_pages(&r, 0, &Fault::read())?;
         let guard = svm.notifier_read();
-        let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+        let valid = svm.pages_valid(&r, 0, &guard).ok_or(EINVAL)?;
         assert_eq!(valid.dma_address(1), None);
         Ok(())
     }
@@ -1083,10 +1249,10 @@ mod tests {
         let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
         // SAFETY: The DMA mask of the device does not change.
         let fault = unsafe { Fault::read().dma(reg.bound()) };
-        svm.get_pages(&r, &fault)?;
+        svm.get_pages(&r, 0, &fault)?;
         let mapped = |svm: &GpuSvm<Mock>| -> Result<usize> {
             let guard = svm.notifier_read();
-            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            let valid = svm.pages_valid(&r, 0, &guard).ok_or(EINVAL)?;
             Ok((0..r.npages())
                 .filter(|&i| valid.dma_address(i).is_some())
                 .count())
@@ -1097,7 +1263,7 @@ mod tests {
         assert_eq!(mapped(&svm)?, 0);
         // An invalidation afterwards has nothing left to unmap.
         map.unmap(0, 4)?;
-        assert!(svm.pages_valid(&r, &svm.notifier_read()).is_none());
+        assert!(svm.pages_valid(&r, 0, &svm.notifier_read()).is_none());
         Ok(())
     }
 
@@ -1120,7 +1286,7 @@ mod tests {
                 PAGE_SIZE..1 << 47,
                 1 << 29,
                 ChunkSizes::new(&[SZ_64K, PAGE_SIZE])?,
-                owner(),
+                &[owner()],
                 DmaMock,
             )?,
             GFP_KERNEL,
@@ -1161,7 +1327,7 @@ mod tests {
         assert_eq!(svm.collect_garbage(), 1);
         // A fault still holds the range: its notifier stays, and the fault can use it.
         assert_eq!(svm.count(), (0, 1));
-        assert_eq!(svm.get_pages(&r, &Fault::read()).err(), Some(EFAULT));
+        assert_eq!(svm.get_pages(&r, 0, &Fault::read()).err(), Some(EFAULT));
         drop(r);
         // Once nothing uses it, the next collection removes it.
         let r = svm.find_or_insert(map.addr(1), 0..usize::MAX)?;
@@ -1184,17 +1350,17 @@ mod tests {
         let r = svm.find_or_insert(map.addr(first), 0..usize::MAX)?;
         // Twice: the second look finds the untouched half still absent.
         for _ in 0..2 {
-            svm.get_pages(&r, &Fault::present())?;
+            svm.get_pages(&r, 0, &Fault::present())?;
             let guard = svm.notifier_read();
-            let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+            let valid = svm.pages_valid(&r, 0, &guard).ok_or(EINVAL)?;
             let (touched, untouched) = valid.pfns().split_at(half);
             assert!(touched.iter().all(|p| p.is_valid() && p.is_writable()));
             assert!(untouched.iter().all(|p| !p.is_valid()));
         }
         assert_eq!(svm.stats().faults[0].get(), 0);
-        svm.get_pages(&r, &Fault::read())?;
+        svm.get_pages(&r, 0, &Fault::read())?;
         let guard = svm.notifier_read();
-        let valid = svm.pages_valid(&r, &guard).ok_or(EINVAL)?;
+        let valid = svm.pages_valid(&r, 0, &guard).ok_or(EINVAL)?;
         assert!(valid.pfns().iter().all(|p| p.is_valid()));
         assert_eq!(svm.stats().faults[0].get(), 1);
         Ok(())
@@ -1263,7 +1429,7 @@ mod tests {
     fn a_huge_page_moves_as_one_folio_and_one_cpu_fault_brings_it_back() -> Result {
         let (mem, map, svm, r) = huge_page_range()?;
         let first = aligned_page(&map);
-        svm.get_pages(&r, &Fault::read())?;
+        svm.get_pages(&r, 0, &Fault::read())?;
         Mock::bind(&svm, &r)?;
         assert_eq!(svm.driver().bound_in_vram(), r.npages());
         assert_eq!(bad_bytes(&map, 0..map.len() / PAGE_SIZE)?, 0);
@@ -1286,7 +1452,7 @@ mod tests {
         assert_eq!(mem.stats().pages_in_use.get(), r.npages() as u64 - 1);
         assert_eq!(mem.stats().huge_folios.get(), 1);
         // The GPU reads the mixed range in whole; the CPU reads the data back.
-        svm.get_pages(&r, &Fault::read())?;
+        svm.get_pages(&r, 0, &Fault::read())?;
         Mock::bind(&svm, &r)?;
         assert_eq!(svm.driver().bound_in_vram(), r.npages() - 1);
         assert_eq!(svm.driver().bound(map.addr(page)), Some(false));

@@ -21,7 +21,8 @@ use crate::{
             Select, //
         },
         mmu_notifier::IntervalNotifier,
-        MmWithUser,
+        DeviceOwner,
+        MmWithUser, //
     },
     page::PAGE_SIZE,
     prelude::*,
@@ -29,12 +30,12 @@ use crate::{
 use core::ops;
 
 impl<T: Driver> GpuSvm<T> {
-    /// Migrates the pages of `range` to device memory `mem`, whose owner must be this GPU SVM's:
-    /// system pages, and device pages of peers of `mem` (which share its owner) directly, device
-    /// to device. Returns how many pages moved: fewer than the range's when some pages cannot
-    /// move now (pinned, locked, in `mem` already, or in device memory of another owner, which
-    /// comes back to system memory when the device faults on it), which is no error; read the
-    /// pages again to bind what the range is made of now.
+    /// Migrates the pages of `range` to device memory `mem`, whose owner must be that of a device
+    /// of this GPU SVM: system pages, and device pages of peers of `mem` (which share its owner)
+    /// directly, device to device. Returns how many pages moved: fewer than the range's when
+    /// some pages cannot move now (pinned, locked, in `mem` already, or in device memory of
+    /// another owner, which comes back to system memory when the device faults on it), which is
+    /// no error; read the pages again to bind what the range is made of now.
     ///
     /// Takes the range's migrate lock: two GPU faults on one range migrate it once. Fails with
     /// [`EFAULT`] if the process is exiting, [`EINVAL`] if the range is no longer inside a VMA,
@@ -42,9 +43,7 @@ impl<T: Driver> GpuSvm<T> {
     /// then left in system memory.
     pub fn migrate_to_vram(&self, range: &Range<T>, mem: &DeviceMemory<T>) -> Result<usize> {
         let notifier = self.notifier_of(range)?;
-        if mem.owner() != self.owner {
-            return Err(EINVAL);
-        }
+        let owner = self.device_owner(mem)?;
         let _migrate = range.migrate.lock();
         let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
         // A range in device memory already must not take device memory (or evict other ranges,
@@ -59,7 +58,7 @@ impl<T: Driver> GpuSvm<T> {
         // Huge pages and aligned 2M holes come as one entry each, to move as one folio. Device
         // pages of the owner are those of `mem` (which stay) and of its peers.
         let select = Select::SYSTEM | Select::DEVICE_PRIVATE | Select::COMPOUND;
-        let mig = Migration::setup(vma, range.span(), select, self.owner)?;
+        let mig = Migration::setup(vma, range.span(), select, owner)?;
         // SAFETY: `alloc` was just allocated.
         let moved = unsafe { mem.to_vram(mig, &alloc)? };
         if moved > 0 {
@@ -67,6 +66,15 @@ impl<T: Driver> GpuSvm<T> {
             self.stats.bytes_to_vram.add((moved * PAGE_SIZE) as u64);
         }
         Ok(moved)
+    }
+
+    /// The owner of `mem`, if it is the owner of a device of this GPU SVM ([`EINVAL`] if not).
+    fn device_owner(&self, mem: &DeviceMemory<T>) -> Result<DeviceOwner> {
+        let owner = mem.owner();
+        if !self.owners.contains(&owner) {
+            return Err(EINVAL);
+        }
+        Ok(owner)
     }
 
     /// Whether every page of `range` is in device memory `mem`, as the CPU page tables show it
@@ -82,7 +90,7 @@ impl<T: Driver> GpuSvm<T> {
         pfns.resize(range.npages(), HmmPfn::SNAPSHOT, GFP_KERNEL)?;
         let seq = notifier.read_begin();
         let mmap = mm.mmap_read_lock();
-        let request = Request::SNAPSHOT.owner(self.owner);
+        let request = Request::SNAPSHOT.owner(mem.owner());
         if hmm::range_fault(notifier, &mmap, &seq, range.span.start, &mut pfns, request).is_err() {
             return Ok(false);
         }
@@ -96,7 +104,7 @@ impl<T: Driver> GpuSvm<T> {
             let owner = unsafe { pfn.device_private_owner() };
             // SAFETY: As above.
             let owner = owner.or_else(|| unsafe { pfn.device_coherent_owner() });
-            if owner != Some(self.owner) || pfn.pfn().is_none_or(|p| !mem.pfns().contains(&p)) {
+            if owner != Some(mem.owner()) || pfn.pfn().is_none_or(|p| !mem.pfns().contains(&p)) {
                 return Ok(false);
             }
         }
@@ -116,9 +124,7 @@ impl<T: Driver> GpuSvm<T> {
         mem: &DeviceMemory<T>,
     ) -> Result<usize> {
         self.notifier_of(range)?;
-        if mem.owner() != self.owner {
-            return Err(EINVAL);
-        }
+        let owner = self.device_owner(mem)?;
         let span = span.start.max(range.span.start)..span.end.min(range.span.end);
         if span.start % PAGE_SIZE != 0 || span.end % PAGE_SIZE != 0 {
             return Err(EINVAL);
@@ -137,7 +143,7 @@ impl<T: Driver> GpuSvm<T> {
             let part = addr..span.end.min(vma.end());
             // Device-coherent pages too: they come back by eviction only.
             let select = Select::DEVICE_PRIVATE | Select::DEVICE_COHERENT | Select::COMPOUND;
-            let mig = Migration::setup(vma, part.clone(), select, self.owner)?;
+            let mig = Migration::setup(vma, part.clone(), select, owner)?;
             moved += mem.to_sram(mig)?;
             addr = part.end;
         }

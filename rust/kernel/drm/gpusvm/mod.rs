@@ -62,7 +62,13 @@
 //!     type Allocation = ();
 //!     type Access = CpuAccess;
 //!
-//!     fn invalidate(&self, _range: &Range<Self>, span: ops::Range<usize>, _event: Event) {
+//!     fn invalidate(
+//!         &self,
+//!         _range: &Range<Self>,
+//!         _device: usize,
+//!         span: ops::Range<usize>,
+//!         _event: Event,
+//!     ) {
 //!         // Zap the entries (and flush the TLB of a real device).
 //!         self.ptes.lock().retain(|addr| !span.contains(addr));
 //!     }
@@ -94,9 +100,9 @@
 //!     let range = svm.find_or_insert(addr, 0..usize::MAX)?;
 //!     let fault = if write { Fault::write() } else { Fault::read() };
 //!     for _ in 0..8 {
-//!         svm.get_pages(&range, &fault)?;
+//!         svm.get_pages(&range, 0, &fault)?;
 //!         let guard = svm.notifier_read();
-//!         let Some(valid) = svm.pages_valid(&range, &guard) else {
+//!         let Some(valid) = svm.pages_valid(&range, 0, &guard) else {
 //!             // Invalidated since the pages were read.
 //!             continue;
 //!         };
@@ -143,7 +149,7 @@
 //!         PAGE_SIZE..1 << 47,
 //!         1 << 29,
 //!         ChunkSizes::new(&[2 << 20, 64 << 10, PAGE_SIZE])?,
-//!         DeviceOwner::from_ref(&OWNER),
+//!         &[DeviceOwner::from_ref(&OWNER)],
 //!         vm,
 //!     )?,
 //!     GFP_KERNEL,

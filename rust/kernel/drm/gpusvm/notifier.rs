@@ -11,14 +11,17 @@ use super::{
     GpuSvm, //
 };
 use crate::{
-    mm::mmu_notifier::{
-        Event,
-        IntervalNotifier,
-        Invalidate,
-        NotifierRange,
-        PendingSeq,
-        SeqSet,
-        WouldBlock, //
+    mm::{
+        mmu_notifier::{
+            Event,
+            IntervalNotifier,
+            Invalidate,
+            NotifierRange,
+            PendingSeq,
+            SeqSet,
+            WouldBlock, //
+        },
+        DeviceOwner, //
     },
     prelude::*,
     sync::{
@@ -100,10 +103,17 @@ impl<T: Driver> Invalidate for Notifier<T> {
         range.check_blockable()?;
         // SAFETY: The `GpuSvm` outlives its notifiers (type invariants).
         let svm = unsafe { &*self.svm };
-        // Making pages exclusive for our own atomics leaves our pages valid.
-        let seq = match seq.skip_own_exclusive(range, svm.owner) {
-            Ok(done) => return Ok(done),
-            Err(seq) => seq,
+        // Making pages exclusive for a device's atomics leaves its pages valid, and those of
+        // the devices that share its owner (its interconnect group).
+        let spared = |owner: &DeviceOwner| {
+            range.event() == Event::Exclusive && range.owner() == Some(*owner)
+        };
+        let seq = match svm.owners.iter().all(spared) {
+            true => match seq.skip_own_exclusive(range, svm.owners[0]) {
+                Ok(done) => return Ok(done),
+                Err(seq) => seq,
+            },
+            false => seq,
         };
         let _guard = svm.notifier_lock.write();
         let span = range.span();
@@ -119,17 +129,22 @@ impl<T: Driver> Invalidate for Notifier<T> {
                 break;
             }
             let hit = span.start.max(r.span.start)..span.end.min(r.span.end);
-            svm.driver.invalidate(r, hit, range.event());
             svm.stats.invalidations.add(1);
-            // SAFETY: As above, and this is the only borrow of these pages.
-            let pages = unsafe { r.pages.get_mut() };
-            // The pages may be freed once this returns: unmap them now (this frees nothing), and
-            // take the bind proof away until they are read again.
-            pages.dma = None;
-            pages.valid = false;
-            pages.invalidations = pages.invalidations.wrapping_add(1);
-            if range.event() == Event::Unmap && !pages.unmapped {
-                pages.unmapped = true;
+            // SAFETY: As above, and this is the only borrow of this state.
+            let state = unsafe { r.state.get_mut() };
+            for (device, (pages, owner)) in state.devices_mut().zip(&svm.owners).enumerate() {
+                if spared(owner) {
+                    continue;
+                }
+                svm.driver.invalidate(r, device, hit.clone(), range.event());
+                // The pages may be freed once this returns: unmap them now (this frees
+                // nothing), and take the bind proof away until they are read again.
+                pages.dma = None;
+                pages.valid = false;
+                pages.invalidations = pages.invalidations.wrapping_add(1);
+            }
+            if range.event() == Event::Unmap && !state.unmapped {
+                state.unmapped = true;
                 svm.garbage.fetch_add(1, Relaxed);
             }
             cursor = c.move_next();

@@ -3,7 +3,10 @@
 //! Reading the pages of a range for a GPU fault, and the proof needed to bind them.
 
 use super::{
-    range::DmaMappings,
+    range::{
+        DmaMappings,
+        RangeState, //
+    },
     DeviceMemory,
     Driver,
     GpuSvm,
@@ -28,7 +31,8 @@ use crate::{
             HmmPfn,
             Request, //
         },
-        MmapReadGuard,
+        DeviceOwner,
+        MmapReadGuard, //
     },
     page::PAGE_SIZE,
     prelude::*,
@@ -43,6 +47,11 @@ use core::{
     borrow::Borrow,
     ops, //
 };
+
+/// How many invalidations of a range reached `device`; [`EINVAL`] if there is no such device.
+fn invalidations(state: &RangeState, device: usize) -> Result<u64> {
+    Ok(state.device(device).ok_or(EINVAL)?.invalidations)
+}
 
 /// How long [`GpuSvm::get_pages`] keeps starting again when invalidations race with it and no
 /// page came in meanwhile.
@@ -136,16 +145,18 @@ impl<'a, T: Driver> Fault<'a, T> {
 }
 
 impl<T: Driver> GpuSvm<T> {
-    /// Reads the pages of `range` from the CPU page tables for `fault`, faulting them in, and
-    /// stores them in the range, valid until an invalidation overlaps it.
+    /// Reads the pages of `range` from the CPU page tables for `fault` by device `device`,
+    /// faulting them in, and stores them in the range for that device, valid until an
+    /// invalidation overlaps the range and reaches the device.
     ///
     /// Fails with [`EFAULT`] if the process is exiting or a page cannot be faulted in, [`EPERM`]
     /// for a write to a read-only mapping, [`EBUSY`] if invalidations kept racing with it for
     /// [`hmm::DEFAULT_TIMEOUT_MS`] without a page coming in, [`ENOMEM`] if a DMA mapping fails,
     /// with `EOPNOTSUPP` for an atomic fault on pages that cannot be exclusive (not anonymous, or
-    /// hugetlb), and with the errors of [`hmm::range_fault`].
-    pub fn get_pages(&self, range: &Range<T>, fault: &Fault<'_, T>) -> Result {
-        self.read_pages(core::slice::from_ref(&range), fault)
+    /// hugetlb), with [`EINVAL`] for a range of another GPU SVM or no such device, and with the
+    /// errors of [`hmm::range_fault`].
+    pub fn get_pages(&self, range: &Range<T>, device: usize, fault: &Fault<'_, T>) -> Result {
+        self.read_pages(core::slice::from_ref(&range), device, fault)
     }
 
     /// Finds or inserts the ranges from `span.start` on, and reads their pages for `fault` with
@@ -169,17 +180,26 @@ impl<T: Driver> GpuSvm<T> {
         &self,
         span: ops::Range<usize>,
         gpuva: ops::Range<usize>,
+        device: usize,
         fault: &Fault<'_, T>,
     ) -> Result<KVec<Arc<Range<T>>>> {
+        self.owner(device)?;
         let run = self.find_or_insert_run(span, gpuva, fault.present_only)?;
-        self.read_pages(&run, fault)?;
+        self.read_pages(&run, device, fault)?;
         Ok(run)
     }
 
     /// Reads the pages of `ranges`, consecutive ranges of one notifier, from the CPU page tables
-    /// for `fault` with one walk, and stores those of each range that no invalidation overlapped
-    /// meanwhile; starts again until the first range's are stored.
-    fn read_pages<R: Borrow<Range<T>>>(&self, ranges: &[R], fault: &Fault<'_, T>) -> Result {
+    /// for `fault` by `device` with one walk, and stores those of each range that no
+    /// invalidation reaching the device overlapped meanwhile; starts again until the first
+    /// range's are stored.
+    fn read_pages<R: Borrow<Range<T>>>(
+        &self,
+        ranges: &[R],
+        device: usize,
+        fault: &Fault<'_, T>,
+    ) -> Result {
+        let owner = self.owner(device)?;
         let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
             return Ok(());
         };
@@ -231,7 +251,7 @@ impl<T: Driver> GpuSvm<T> {
             )?;
             counts.push(0u64, GFP_KERNEL)?;
         }
-        // Which pages are our device pages, told under the notifier lock (see `own_pages`):
+        // Which pages are the device's own, told under the notifier lock (see `own_pages`):
         // needed to write or make pages exclusive only.
         let mut own = KVec::new();
         if fault.write {
@@ -242,7 +262,7 @@ impl<T: Driver> GpuSvm<T> {
         } else {
             Request::fault(fault.write)
         }
-        .owner(self.owner);
+        .owner(owner);
         let mut progress = Instant::<Monotonic>::now();
         let (mut ready, mut stalled) = (0, 0);
         loop {
@@ -253,7 +273,7 @@ impl<T: Driver> GpuSvm<T> {
                 let _guard = self.notifier_lock.read();
                 for (count, r) in counts.iter_mut().zip(ranges) {
                     // SAFETY: The notifier lock is held for reading.
-                    *count = unsafe { r.borrow().pages.get() }.invalidations;
+                    *count = invalidations(unsafe { r.borrow().state.get() }, device)?;
                 }
             }
             // Taken after the counts: an invalidation of a range counted before it is over
@@ -266,8 +286,8 @@ impl<T: Driver> GpuSvm<T> {
                     if !fault.write {
                         return Ok(());
                     }
-                    if self.own_pages(ranges, &counts, &pfns, &mut own)? {
-                        // HMM reports our own device pages as they are, also read-only ones
+                    if self.own_pages(ranges, device, &counts, &pfns, &mut own)? {
+                        // HMM reports the device's own pages as they are, also read-only ones
                         // (shared copy-on-write since a fork), which no write may use. Faulted
                         // without the owner they come back to system memory, where the write
                         // fault breaks the sharing.
@@ -275,7 +295,7 @@ impl<T: Driver> GpuSvm<T> {
                         return Err(EBUSY);
                     }
                     match fault.atomic {
-                        Some(_) => self.make_exclusive(&mmap, start, &mut pfns, &own),
+                        Some(_) => self.make_exclusive(&mmap, start, &mut pfns, &own, owner),
                         None => Ok(()),
                     }
                 });
@@ -305,7 +325,7 @@ impl<T: Driver> GpuSvm<T> {
             // notifier would otherwise keep starting each other over. The first range's pages
             // are stored, or none: a pass stores at most once, into room made before it.
             // SAFETY: The notifier lock is held for writing.
-            if unsafe { first.pages.get() }.invalidations != counts[0] {
+            if invalidations(unsafe { first.state.get() }, device)? != counts[0] {
                 self.stats.retries.add(1);
                 stalled += 1;
                 continue;
@@ -316,7 +336,8 @@ impl<T: Driver> GpuSvm<T> {
                 let part = offset..offset + r.npages();
                 offset = part.end;
                 // SAFETY: The notifier lock is held for writing; this is the only borrow.
-                let pages = unsafe { r.pages.get_mut() };
+                let state = unsafe { r.state.get_mut() };
+                let pages = state.device_mut(device).ok_or(EINVAL)?;
                 if pages.invalidations != counts[i] {
                     // Invalidated during the walk: left without pages.
                     continue;
@@ -369,20 +390,22 @@ impl<T: Driver> GpuSvm<T> {
         Ok(())
     }
 
-    /// Tells which of `pfns`, just read for `ranges` (see [`GpuSvm::read_pages`]), are device
-    /// pages of ours, into `own` (which has room for them). Returns whether one of those is
-    /// read-only. The pages of a range that an invalidation overlapped since its count was
-    /// `counts[i]` count as not ours: they are not stored.
+    /// Tells which of `pfns`, just read for `ranges` by `device` (see [`GpuSvm::read_pages`]),
+    /// are device pages of its owner, into `own` (which has room for them). Returns whether one
+    /// of those is read-only. The pages of a range that an invalidation reaching the device
+    /// overlapped since its count was `counts[i]` count as not its own: they are not stored.
     ///
     /// Telling a device page needs its pagemap: under the notifier lock, with no invalidation of
     /// the range since the read, the pages are still mapped, so the pagemap stays registered.
     fn own_pages<R: Borrow<Range<T>>>(
         &self,
         ranges: &[R],
+        device: usize,
         counts: &[u64],
         pfns: &[HmmPfn],
         own: &mut KVec<bool>,
     ) -> Result<bool> {
+        let owner = self.owner(device)?;
         let _guard = self.notifier_lock.read();
         own.clear();
         let mut read_only = false;
@@ -392,7 +415,7 @@ impl<T: Driver> GpuSvm<T> {
             let part = &pfns[offset..offset + r.npages()];
             offset += r.npages();
             // SAFETY: The notifier lock is held for reading.
-            let current = unsafe { r.pages.get() }.invalidations == count;
+            let current = invalidations(unsafe { r.state.get() }, device)? == count;
             let mut i = 0;
             while i < part.len() {
                 let pfn = part[i];
@@ -402,7 +425,7 @@ impl<T: Driver> GpuSvm<T> {
                     .min(part.len() - i);
                 // SAFETY: The page is mapped until the next invalidation of the range, which waits
                 // for the lock (above).
-                let ours = current && unsafe { pfn.device_private_owner() } == Some(self.owner);
+                let ours = current && unsafe { pfn.device_private_owner() } == Some(owner);
                 read_only |= ours && !pfn.is_writable();
                 for _ in 0..n {
                     own.push_within_capacity(ours).map_err(|_| ENOMEM)?;
@@ -437,11 +460,12 @@ impl<T: Driver> GpuSvm<T> {
         Ok(Some(mapping))
     }
 
-    /// Makes the system pages of `pfns`, read from `start` on, exclusive to the device; `own`
-    /// tells which are our device pages already (see [`GpuSvm::own_pages`]).
+    /// Makes the system pages of `pfns`, read from `start` on, exclusive to the device of
+    /// `owner`; `own` tells which are its device pages already (see [`GpuSvm::own_pages`]).
     ///
-    /// This invalidates nothing for us (see [`PendingSeq::skip_own_exclusive`]); a CPU touch
-    /// afterwards does, so the pages need not stay locked until they are bound.
+    /// This invalidates the pages for the devices of other owners, not for this one (see
+    /// [`PendingSeq::skip_own_exclusive`]); a CPU touch afterwards does, so the pages need not
+    /// stay locked until they are bound.
     ///
     /// [`PendingSeq::skip_own_exclusive`]: crate::mm::mmu_notifier::PendingSeq::skip_own_exclusive
     fn make_exclusive(
@@ -450,24 +474,26 @@ impl<T: Driver> GpuSvm<T> {
         start: usize,
         pfns: &mut [HmmPfn],
         own: &[bool],
+        owner: DeviceOwner,
     ) -> Result {
         for (i, (pfn, &ours)) in pfns.iter_mut().zip(own).enumerate() {
             if ours {
                 continue;
             }
-            let page = make_device_exclusive(mmap, start + i * PAGE_SIZE, self.owner)?;
+            let page = make_device_exclusive(mmap, start + i * PAGE_SIZE, owner)?;
             *pfn = HmmPfn::writable_page(page.pfn());
         }
         Ok(())
     }
 
-    /// The proof that the pages of `range` are current, if they are: read with
-    /// [`GpuSvm::get_pages`], not invalidated since, and the range not unmapped. Only an
-    /// invalidation that overlaps the range takes the proof away, not one of another range of
-    /// the same notifier.
+    /// The proof that the pages device `device` read of `range` are current, if they are: read
+    /// with [`GpuSvm::get_pages`], not invalidated for the device since, and the range not
+    /// unmapped. Only an invalidation that overlaps the range and reaches the device takes the
+    /// proof away, not one of another range of the same notifier.
     pub fn pages_valid<'a>(
         &self,
         range: &'a Range<T>,
+        device: usize,
         guard: &'a NotifierReadGuard<'_>,
     ) -> Option<ValidPages<'a>> {
         if !core::ptr::eq(guard.0.sem(), &self.notifier_lock) {
@@ -475,8 +501,9 @@ impl<T: Driver> GpuSvm<T> {
         }
         self.notifier_of(range).ok()?;
         // SAFETY: `guard` holds this GPU SVM's notifier lock for reading.
-        let pages = unsafe { range.pages.get() };
-        if !pages.valid || pages.unmapped {
+        let state = unsafe { range.state.get() };
+        let pages = state.device(device)?;
+        if !pages.valid || state.unmapped {
             return None;
         }
         Some(ValidPages {

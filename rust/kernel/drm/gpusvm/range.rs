@@ -91,24 +91,80 @@ impl DmaMappings {
     }
 }
 
-/// The pages of a [`Range`], as last read from the CPU page tables.
+/// The pages of a [`Range`] for one device, as last read from the CPU page tables.
 pub(super) struct Pages {
     pub(super) pfns: KVec<HmmPfn>,
     /// The DMA mappings of the system pages, if they were mapped for the device.
     pub(super) dma: Option<Devres<DmaMappings>>,
     /// Whether the pages are current: read by
     /// [`GpuSvm::get_pages`](super::GpuSvm::get_pages) under a notifier sequence still current
-    /// when they were stored, and no invalidation of the range since (the callback clears it).
-    /// Invalidations of other ranges of the notifier leave it.
+    /// when they were stored, and no invalidation of the range for this device since (the
+    /// callback clears it). Invalidations of other ranges of the notifier leave it.
     pub(super) valid: bool,
-    /// How many invalidations overlapped the range: a read of the pages is stored only if
-    /// none came since it began, whatever other ranges of the notifier saw.
+    /// How many invalidations of the range reached this device: a read of the pages is stored
+    /// only if none came since it began, whatever other ranges or devices saw.
     pub(super) invalidations: u64,
+    /// Whether the device may do atomics on every page: each is in device memory of its owner
+    /// or was made exclusive to it.
+    pub(super) atomic: bool,
+}
+
+impl Pages {
+    /// No pages: none read yet.
+    const NONE: Self = Self {
+        pfns: KVec::new(),
+        dma: None,
+        valid: false,
+        invalidations: 0,
+        atomic: false,
+    };
+}
+
+/// The state of a [`Range`]: whether it was unmapped, and the pages each device read of it.
+pub(super) struct RangeState {
     /// Whether part of the range was unmapped: it must be torn down.
     pub(super) unmapped: bool,
-    /// Whether the device may do atomics on every page: each is in device memory of the owner
-    /// or was made exclusive to the device.
-    pub(super) atomic: bool,
+    /// The pages of the first device, inline: most GPU SVMs have one device, whose ranges then
+    /// cost no allocation of their own.
+    first: Pages,
+    /// The pages of the other devices, in device order.
+    others: KVec<Pages>,
+}
+
+impl RangeState {
+    /// The state of a new range of a GPU SVM of `devices` devices (at least one).
+    pub(super) fn new(devices: usize) -> Result<Self> {
+        let mut others = KVec::with_capacity(devices.saturating_sub(1), GFP_KERNEL)?;
+        for _ in 1..devices {
+            others.push(Pages::NONE, GFP_KERNEL)?;
+        }
+        Ok(Self {
+            unmapped: false,
+            first: Pages::NONE,
+            others,
+        })
+    }
+
+    /// The pages of device `device`, if the GPU SVM has it.
+    pub(super) fn device(&self, device: usize) -> Option<&Pages> {
+        match device {
+            0 => Some(&self.first),
+            _ => self.others.get(device - 1),
+        }
+    }
+
+    /// As [`RangeState::device`], mutably.
+    pub(super) fn device_mut(&mut self, device: usize) -> Option<&mut Pages> {
+        match device {
+            0 => Some(&mut self.first),
+            _ => self.others.get_mut(device - 1),
+        }
+    }
+
+    /// The pages of every device, in device order.
+    pub(super) fn devices_mut(&mut self) -> impl Iterator<Item = &mut Pages> {
+        Iterator::chain(core::iter::once(&mut self.first), self.others.iter_mut())
+    }
 }
 
 /// A range of a [`GpuSvm`](super::GpuSvm): an aligned chunk of virtual addresses mirrored as
@@ -125,7 +181,7 @@ pub struct Range<T: Driver> {
     pub(super) span: ops::Range<usize>,
     pub(super) notifier: *const IntervalNotifier<Notifier<T>>,
     pub(super) _use: NotifierUse,
-    pub(super) pages: NotifierLocked<Pages>,
+    pub(super) state: NotifierLocked<RangeState>,
     /// The migrate lock: serialises migrations of the range started by the driver.
     #[pin]
     pub(super) migrate: Mutex<()>,
@@ -156,9 +212,9 @@ impl<T: Driver> Range<T> {
     }
 }
 
-/// Proof that the pages of a range are current, obtained with
+/// Proof that the pages a device read of a range are current, obtained with
 /// [`GpuSvm::pages_valid`](super::GpuSvm::pages_valid): no invalidation can run while it lives,
-/// as it borrows the notifier lock. Bind device page table entries only with it.
+/// as it borrows the notifier lock. Bind that device's page table entries only with it.
 pub struct ValidPages<'a> {
     pub(super) pfns: &'a [HmmPfn],
     pub(super) dma: Option<&'a Devres<DmaMappings>>,
@@ -167,7 +223,7 @@ pub struct ValidPages<'a> {
 
 impl ValidPages<'_> {
     /// The pages, one entry per page of the range: system pages, or device-private pages of the
-    /// GPU SVM's owner (see [`ValidPages::device_private_owner`]).
+    /// device's owner (see [`ValidPages::device_private_owner`]).
     #[inline]
     pub fn pfns(&self) -> &[HmmPfn] {
         self.pfns

@@ -14,8 +14,8 @@ use super::{
         for_each_overlap,
         range_at,
         NotifierLocked,
-        Pages,
         RangeNode,
+        RangeState,
         RangeTree, //
     },
     ChunkSizes,
@@ -78,7 +78,9 @@ pub struct GpuSvm<T: Driver> {
     pub(super) span: ops::Range<usize>,
     pub(super) notifier_size: usize,
     pub(super) chunks: ChunkSizes,
-    pub(super) owner: DeviceOwner,
+    /// The owner of each device's device-private pages, in device order: a device is named by
+    /// its index here.
+    pub(super) owners: KVec<DeviceOwner>,
     pub(super) stats: SvmStats,
     /// The number of unmapped ranges waiting for [`GpuSvm::collect_garbage`].
     pub(super) garbage: Atomic<usize>,
@@ -110,16 +112,20 @@ impl<T: Driver> GpuSvm<T> {
     pub const RUN_BLOCK: usize = ChunkSizes::MAX_PRESENT_ONLY_PAGES * PAGE_SIZE;
 
     /// Mirrors `span` of `mm`, with notifiers over aligned blocks of `notifier_size` bytes (a
-    /// power of two, at least the largest chunk) and ranges of `chunks`, for `driver`, whose
-    /// device-private pages `owner` names.
+    /// power of two, at least the largest chunk) and ranges of `chunks`, for `driver`, to the
+    /// devices whose device-private pages `owners` name, one entry per device.
     ///
-    /// Fails with [`EINVAL`] for an empty or unaligned span or a bad notifier size.
+    /// The address space side (notifiers, ranges, migration) exists once; what a device reads of
+    /// a range (its pages, their DMA mappings, the bind proof) exists per device, which the
+    /// methods name by its index in `owners`. Devices of one interconnect group share an owner.
+    ///
+    /// Fails with [`EINVAL`] for an empty or unaligned span, a bad notifier size or no owner.
     pub fn new<E>(
         mm: &MmWithUser,
         span: ops::Range<usize>,
         notifier_size: usize,
         chunks: ChunkSizes,
-        owner: DeviceOwner,
+        owners: &[DeviceOwner],
         driver: impl PinInit<T, E>,
     ) -> Result<impl PinInit<Self, Error>>
     where
@@ -130,9 +136,12 @@ impl<T: Driver> GpuSvm<T> {
             || span.end % PAGE_SIZE != 0
             || !notifier_size.is_power_of_two()
             || notifier_size < chunks.largest()
+            || owners.is_empty()
         {
             return Err(EINVAL);
         }
+        let mut devices = KVec::with_capacity(owners.len(), GFP_KERNEL)?;
+        devices.extend_from_slice(owners, GFP_KERNEL)?;
         let mm: ARef<Mm> = ARef::from(&**mm);
         Ok(try_pin_init!(Self {
             // INVARIANT: A 64-bit counter does not wrap.
@@ -141,7 +150,7 @@ impl<T: Driver> GpuSvm<T> {
             span,
             notifier_size,
             chunks,
-            owner,
+            owners: devices,
             stats: SvmStats::new(),
             garbage: Atomic::new(0),
             notifier_lock <- new_rwsem!((), "gpusvm_notifier_lock"),
@@ -154,6 +163,19 @@ impl<T: Driver> GpuSvm<T> {
     #[inline]
     pub fn driver(&self) -> &T {
         &self.driver
+    }
+
+    /// The number of devices.
+    #[inline]
+    pub fn devices(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// The owner of the device-private pages of device `device`; [`EINVAL`] if there is no such
+    /// device.
+    #[inline]
+    pub fn owner(&self, device: usize) -> Result<DeviceOwner> {
+        self.owners.get(device).copied().ok_or(EINVAL)
     }
 
     /// Whether this GPU SVM mirrors `mm`, e.g. the address space of the task calling the driver:
@@ -443,6 +465,8 @@ impl<T: Driver> GpuSvm<T> {
         used: &NotifierUse,
     ) -> Result<(Arc<Range<T>>, RangeNode<T>)> {
         let key = span.end;
+        // No pages until `get_pages` reads them.
+        let state = RangeState::new(self.owners.len())?;
         let range = Arc::pin_init(
             pin_init!(Range {
                 svm_id: self.id,
@@ -451,15 +475,7 @@ impl<T: Driver> GpuSvm<T> {
                 // of it.
                 notifier,
                 _use: used.clone(),
-                // No pages until `get_pages` reads them.
-                pages: NotifierLocked::new(Pages {
-                    pfns: KVec::new(),
-                    dma: None,
-                    valid: false,
-                    invalidations: 0,
-                    unmapped: false,
-                    atomic: false,
-                }),
+                state: NotifierLocked::new(state),
                 migrate <- new_mutex!((), "gpusvm_range_migrate"),
             }),
             GFP_KERNEL,
@@ -534,9 +550,10 @@ impl<T: Driver> PinnedDrop for GpuSvm<T> {
                 // SAFETY: The notifier lock is held for writing; the tree is only read.
                 for (_, r) in unsafe { n.ranges.get() }.iter() {
                     // SAFETY: As above; these pages are not borrowed elsewhere.
-                    let pages = unsafe { r.pages.get_mut() };
-                    pages.dma = None;
-                    pages.valid = false;
+                    for pages in unsafe { r.state.get_mut() }.devices_mut() {
+                        pages.dma = None;
+                        pages.valid = false;
+                    }
                 }
             }
         }

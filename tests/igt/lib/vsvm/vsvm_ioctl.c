@@ -17,6 +17,71 @@
 #include "igt.h"
 #include "vsvm_ioctl.h"
 
+/* The name of the faux device of the render node @fd, vsvm<n>, into @name. */
+static const char *device_name(int fd, char *name, size_t size)
+{
+	char link[PATH_MAX];
+	struct stat st;
+	ssize_t len;
+
+	igt_assert_eq(fstat(fd, &st), 0);
+	snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/device", major(st.st_rdev),
+		 minor(st.st_rdev));
+	len = readlink(link, name, size - 1);
+	igt_assert(len > 0);
+	name[len] = 0;
+	return strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
+}
+
+/**
+ * vsvm_device_index:
+ * @fd: a vsvm device
+ *
+ * The index n of the device of @fd (its faux device is vsvm<n>), by which a VM
+ * spanning several devices names it.
+ *
+ * Returns: the index.
+ */
+uint32_t vsvm_device_index(int fd)
+{
+	char buf[256];
+	const char *name = device_name(fd, buf, sizeof(buf));
+	char *end;
+	unsigned long n;
+
+	igt_assert(!strncmp(name, "vsvm", 4));
+	n = strtoul(name + 4, &end, 10);
+	igt_assert(end > name + 4 && !*end && n < 32);
+	return n;
+}
+
+/**
+ * __vsvm_vm_create_devices:
+ * @fd: a vsvm device
+ * @start: first address of the mirrored span
+ * @size: size of the span
+ * @flags: DRM_VSVM_VM_* flags
+ * @devices: the other devices of the VM, bit n for device n; 0 for none
+ * @vm: out: the new VM
+ *
+ * Creates a VM mirroring a span of the calling process on the device of @fd
+ * and on @devices.
+ *
+ * Returns: 0 or -errno.
+ */
+int __vsvm_vm_create_devices(int fd, uint64_t start, uint64_t size, uint32_t flags,
+			     uint32_t devices, uint32_t *vm)
+{
+	struct drm_vsvm_vm_create create = {
+		.start = start, .size = size, .flags = flags, .devices = devices,
+	};
+
+	if (igt_ioctl(fd, DRM_IOCTL_VSVM_VM_CREATE, &create))
+		return -errno;
+	*vm = create.vm_id;
+	return 0;
+}
+
 /**
  * __vsvm_vm_create:
  * @fd: a vsvm device
@@ -25,18 +90,33 @@
  * @flags: DRM_VSVM_VM_* flags
  * @vm: out: the new VM
  *
- * Creates a VM mirroring a span of the calling process.
+ * Creates a VM mirroring a span of the calling process on the device of @fd.
  *
  * Returns: 0 or -errno.
  */
 int __vsvm_vm_create(int fd, uint64_t start, uint64_t size, uint32_t flags, uint32_t *vm)
 {
-	struct drm_vsvm_vm_create create = { .start = start, .size = size, .flags = flags };
+	return __vsvm_vm_create_devices(fd, start, size, flags, 0, vm);
+}
 
-	if (igt_ioctl(fd, DRM_IOCTL_VSVM_VM_CREATE, &create))
-		return -errno;
-	*vm = create.vm_id;
-	return 0;
+/**
+ * vsvm_vm_create_devices:
+ * @fd: a vsvm device
+ * @devices: the other devices of the VM, bit n for device n
+ *
+ * Creates a VM mirroring the whole user address space but the zero page on the
+ * device of @fd and on @devices, asserting success.
+ *
+ * Returns: the VM id.
+ */
+uint32_t vsvm_vm_create_devices(int fd, uint32_t devices)
+{
+	uint32_t vm = 0;
+
+	igt_assert_eq(__vsvm_vm_create_devices(fd, VSVM_PAGE, (1ULL << 47) - VSVM_PAGE, 0,
+					       devices, &vm), 0);
+	igt_assert(vm);
+	return vm;
 }
 
 /**
@@ -49,11 +129,7 @@ int __vsvm_vm_create(int fd, uint64_t start, uint64_t size, uint32_t flags, uint
  */
 uint32_t vsvm_vm_create(int fd)
 {
-	uint32_t vm = 0;
-
-	igt_assert_eq(__vsvm_vm_create(fd, VSVM_PAGE, (1ULL << 47) - VSVM_PAGE, 0, &vm), 0);
-	igt_assert(vm);
-	return vm;
+	return vsvm_vm_create_devices(fd, 0);
 }
 
 /**
@@ -71,23 +147,45 @@ void vsvm_vm_destroy(int fd, uint32_t vm)
 }
 
 /**
+ * __vsvm_exec_device:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @device: the device of the VM to run on, or VSVM_FILE_DEVICE for that of @fd
+ * @ops: the operations, results filled in
+ * @count: how many
+ *
+ * Runs a job to its end on a device of the VM.
+ *
+ * Returns: the job's status, or -errno if it did not run.
+ */
+int __vsvm_exec_device(int fd, uint32_t vm, uint32_t device, struct drm_vsvm_op *ops,
+		       uint32_t count)
+{
+	struct drm_vsvm_exec exec = { .ops = (uintptr_t)ops, .count = count, .vm_id = vm };
+
+	if (device != VSVM_FILE_DEVICE) {
+		exec.flags = DRM_VSVM_EXEC_DEVICE;
+		exec.device = device;
+	}
+	if (igt_ioctl(fd, DRM_IOCTL_VSVM_EXEC, &exec))
+		return -errno;
+	return exec.status;
+}
+
+/**
  * __vsvm_exec:
  * @fd: a vsvm device
  * @vm: the VM
  * @ops: the operations, results filled in
  * @count: how many
  *
- * Runs a job to its end.
+ * Runs a job to its end on the device of @fd.
  *
  * Returns: the job's status, or -errno if it did not run.
  */
 int __vsvm_exec(int fd, uint32_t vm, struct drm_vsvm_op *ops, uint32_t count)
 {
-	struct drm_vsvm_exec exec = { .ops = (uintptr_t)ops, .count = count, .vm_id = vm };
-
-	if (igt_ioctl(fd, DRM_IOCTL_VSVM_EXEC, &exec))
-		return -errno;
-	return exec.status;
+	return __vsvm_exec_device(fd, vm, VSVM_FILE_DEVICE, ops, count);
 }
 
 /**
@@ -265,6 +363,39 @@ int __vsvm_copy(int fd, uint32_t vm, void *dst, const void *src, uint64_t size)
 }
 
 /**
+ * __vsvm_prefetch_device:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @device: the device of the VM whose VRAM is meant, or VSVM_FILE_DEVICE
+ * @addr: the span
+ * @size: its size
+ * @region: DRM_VSVM_REGION_VRAM or DRM_VSVM_REGION_SYSTEM
+ * @pages_moved: out, or NULL: how many pages moved
+ *
+ * Migrates a span to a memory region: the VRAM of a device of the VM, or
+ * system memory.
+ *
+ * Returns: 0 or -errno.
+ */
+int __vsvm_prefetch_device(int fd, uint32_t vm, uint32_t device, void *addr, uint64_t size,
+			   uint32_t region, uint64_t *pages_moved)
+{
+	struct drm_vsvm_prefetch pf = {
+		.addr = (uintptr_t)addr, .size = size, .vm_id = vm, .region = region,
+	};
+
+	if (device != VSVM_FILE_DEVICE) {
+		pf.flags = DRM_VSVM_PREFETCH_DEVICE;
+		pf.device = device;
+	}
+	if (igt_ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf))
+		return -errno;
+	if (pages_moved)
+		*pages_moved = pf.pages_moved;
+	return 0;
+}
+
+/**
  * __vsvm_prefetch:
  * @fd: a vsvm device
  * @vm: the VM
@@ -273,22 +404,15 @@ int __vsvm_copy(int fd, uint32_t vm, void *dst, const void *src, uint64_t size)
  * @region: DRM_VSVM_REGION_VRAM or DRM_VSVM_REGION_SYSTEM
  * @pages_moved: out, or NULL: how many pages moved
  *
- * Migrates a span to a memory region.
+ * Migrates a span to a memory region, the VRAM of the device of @fd or system
+ * memory.
  *
  * Returns: 0 or -errno.
  */
 int __vsvm_prefetch(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t region,
 		    uint64_t *pages_moved)
 {
-	struct drm_vsvm_prefetch pf = {
-		.addr = (uintptr_t)addr, .size = size, .vm_id = vm, .region = region,
-	};
-
-	if (igt_ioctl(fd, DRM_IOCTL_VSVM_PREFETCH, &pf))
-		return -errno;
-	if (pages_moved)
-		*pages_moved = pf.pages_moved;
-	return 0;
+	return __vsvm_prefetch_device(fd, vm, VSVM_FILE_DEVICE, addr, size, region, pages_moved);
 }
 
 /**
@@ -334,6 +458,31 @@ void vsvm_madvise(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t prefe
 }
 
 /**
+ * vsvm_snapshot_device:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @device: the device of the VM whose page table to read, or VSVM_FILE_DEVICE
+ * @addr: the first page
+ * @pages: how many
+ * @ptes: out: @pages entries
+ *
+ * Reads the page table of a device of the VM over a span, asserting success.
+ */
+void vsvm_snapshot_device(int fd, uint32_t vm, uint32_t device, const void *addr,
+			  uint64_t pages, struct drm_vsvm_pte *ptes)
+{
+	struct drm_vsvm_snapshot snap = {
+		.addr = (uintptr_t)addr, .pages = pages, .ptes = (uintptr_t)ptes, .vm_id = vm,
+	};
+
+	if (device != VSVM_FILE_DEVICE) {
+		snap.flags = DRM_VSVM_SNAPSHOT_DEVICE;
+		snap.device = device;
+	}
+	do_ioctl(fd, DRM_IOCTL_VSVM_SNAPSHOT, &snap);
+}
+
+/**
  * vsvm_snapshot:
  * @fd: a vsvm device
  * @vm: the VM
@@ -341,16 +490,32 @@ void vsvm_madvise(int fd, uint32_t vm, void *addr, uint64_t size, uint32_t prefe
  * @pages: how many
  * @ptes: out: @pages entries
  *
- * Reads the device page table over a span, asserting success.
+ * Reads the page table of the device of @fd over a span, asserting success.
  */
 void vsvm_snapshot(int fd, uint32_t vm, const void *addr, uint64_t pages,
 		   struct drm_vsvm_pte *ptes)
 {
-	struct drm_vsvm_snapshot snap = {
-		.addr = (uintptr_t)addr, .pages = pages, .ptes = (uintptr_t)ptes, .vm_id = vm,
-	};
+	vsvm_snapshot_device(fd, vm, VSVM_FILE_DEVICE, addr, pages, ptes);
+}
 
-	do_ioctl(fd, DRM_IOCTL_VSVM_SNAPSHOT, &snap);
+/**
+ * vsvm_pte_flags_device:
+ * @fd: a vsvm device
+ * @vm: the VM
+ * @device: the device of the VM, or VSVM_FILE_DEVICE
+ * @addr: an address
+ *
+ * Reads the entry of the page at @addr in the page table of a device of the VM.
+ *
+ * Returns: its DRM_VSVM_PTE_* flags.
+ */
+uint32_t vsvm_pte_flags_device(int fd, uint32_t vm, uint32_t device, const void *addr)
+{
+	struct drm_vsvm_pte pte;
+
+	vsvm_snapshot_device(fd, vm, device, (const void *)((uintptr_t)addr & ~(VSVM_PAGE - 1)),
+			     1, &pte);
+	return pte.flags;
 }
 
 /**
@@ -359,16 +524,13 @@ void vsvm_snapshot(int fd, uint32_t vm, const void *addr, uint64_t pages,
  * @vm: the VM
  * @addr: an address
  *
- * Reads the device page table entry of the page at @addr.
+ * Reads the entry of the page at @addr in the page table of the device of @fd.
  *
  * Returns: its DRM_VSVM_PTE_* flags.
  */
 uint32_t vsvm_pte_flags(int fd, uint32_t vm, const void *addr)
 {
-	struct drm_vsvm_pte pte;
-
-	vsvm_snapshot(fd, vm, (const void *)((uintptr_t)addr & ~(VSVM_PAGE - 1)), 1, &pte);
-	return pte.flags;
+	return vsvm_pte_flags_device(fd, vm, VSVM_FILE_DEVICE, addr);
 }
 
 /**
@@ -406,19 +568,10 @@ static void knob(int dfd, const char *name, const char *value)
  */
 void vsvm_fail(int fd, const char *fault, int times)
 {
-	char dir[PATH_MAX], link[PATH_MAX], dev[256], n[16];
-	const char *name;
-	struct stat st;
-	ssize_t len;
+	char dir[PATH_MAX], buf[256], n[16];
+	const char *name = device_name(fd, buf, sizeof(buf));
 	int dfd;
 
-	igt_assert_eq(fstat(fd, &st), 0);
-	snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/device", major(st.st_rdev),
-		 minor(st.st_rdev));
-	len = readlink(link, dev, sizeof(dev) - 1);
-	igt_assert(len > 0);
-	dev[len] = 0;
-	name = strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev;
 	snprintf(dir, sizeof(dir), "/sys/kernel/debug/vsvm/%s/%s", name, fault);
 	dfd = open(dir, O_RDONLY | O_DIRECTORY);
 	igt_require_f(dfd >= 0, "no fault injection knobs in %s\n", dir);
