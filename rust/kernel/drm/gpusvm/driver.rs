@@ -54,6 +54,7 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// device: a driver that queues the collector on [`Event::Unmap`] must not queue it again
     /// from there.
     ///
+    /// [`GpuSvm`]: super::GpuSvm
     /// [`GpuSvm::collect_garbage`]: super::GpuSvm::collect_garbage
     fn invalidate(&self, range: &Range<Self>, device: usize, span: ops::Range<usize>, event: Event);
 

@@ -358,11 +358,19 @@ mod tests {
         GpuSvm::new(map.mm(), PAGE_SIZE..1 << 47, 1 << 29, chunks, owners, mock)
     }
 
-    /// A GPU SVM of the address space of `map` for two devices of owners `owners`, with ranges
-    /// of at most 64K.
-    fn svm_of_two(map: &UserMapping, owners: [DeviceOwner; 2]) -> Result<MockSvm> {
+    /// A buffer of 16 pages filled by `fill`, a GPU SVM of its address space for two devices of
+    /// owners `owners` (with ranges of at most 64K), and the range of its first page.
+    fn filled_on_two(owners: [DeviceOwner; 2]) -> Result<(UserMapping, MockSvm, Arc<Range<Mock>>)> {
+        let map = UserMapping::new(16)?;
+        fill(&map, 16)?;
         let chunks = ChunkSizes::new(&[SZ_64K, PAGE_SIZE])?;
-        Arc::pin_init(new_svm_on(map, chunks, &owners)?, GFP_KERNEL)
+        let svm = Arc::pin_init(new_svm_on(&map, chunks, &owners)?, GFP_KERNEL)?;
+        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        Ok((map, svm, r))
+    }
+
+    fn other_owner() -> DeviceOwner {
+        DeviceOwner::from_ref(&OTHER_OWNER)
     }
 
     fn svm(map: &UserMapping) -> Result<Arc<GpuSvm<Mock>>> {
@@ -1022,12 +1030,8 @@ mod tests {
 
     #[test]
     fn each_device_reads_binds_and_loses_its_own_pages() -> Result {
-        let map = UserMapping::new(16)?;
-        fill(&map, 16)?;
-        let other = DeviceOwner::from_ref(&OTHER_OWNER);
-        let svm = svm_of_two(&map, [owner(), other])?;
+        let (map, svm, r) = filled_on_two([owner(), other_owner()])?;
         assert_eq!(svm.devices(), 2);
-        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
         let first = (r.span().start - map.addr(0)) / PAGE_SIZE;
         // One range, read by each device on its own.
         svm.get_pages(&r, 1, &Fault::read())?;
@@ -1072,13 +1076,13 @@ mod tests {
 
     #[test]
     fn exclusive_atomics_invalidate_the_devices_of_other_owners_only() -> Result {
-        let other = DeviceOwner::from_ref(&OTHER_OWNER);
         // Two devices of other owners, then two peers (one owner).
-        for (owners, second_keeps) in [([owner(), other], false), ([owner(), owner()], true)] {
-            let map = UserMapping::new(16)?;
-            fill(&map, 16)?;
-            let svm = svm_of_two(&map, owners)?;
-            let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        let cases = [
+            ([owner(), other_owner()], false),
+            ([owner(), owner()], true),
+        ];
+        for (owners, second_keeps) in cases {
+            let (_map, svm, r) = filled_on_two(owners)?;
             for device in 0..2 {
                 svm.get_pages(&r, device, &Fault::write())?;
                 Mock::bind_on(&svm, &r, device)?;
@@ -1098,11 +1102,7 @@ mod tests {
 
     #[test]
     fn the_collector_tears_a_range_down_on_every_device() -> Result {
-        let map = UserMapping::new(16)?;
-        fill(&map, 16)?;
-        let other = DeviceOwner::from_ref(&OTHER_OWNER);
-        let svm = svm_of_two(&map, [owner(), other])?;
-        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
+        let (map, svm, r) = filled_on_two([owner(), other_owner()])?;
         for device in 0..2 {
             svm.get_pages(&r, device, &Fault::read())?;
             Mock::bind_on(&svm, &r, device)?;
@@ -1121,15 +1121,11 @@ mod tests {
 
     #[test]
     fn device_memory_of_no_device_of_the_svm_is_refused() -> Result {
-        let map = UserMapping::new(16)?;
-        fill(&map, 16)?;
+        // `vram()` is of `owner()`, which neither device of the GPU SVM has.
+        let (map, svm, r) = filled_on_two([other_owner(), other_owner()])?;
+        let mem = vram()?;
         let chunks = ChunkSizes::new(&[SZ_64K, PAGE_SIZE])?;
         assert_eq!(new_svm_on(&map, chunks, &[]).err(), Some(EINVAL));
-        // `vram()` is of `owner()`, which the GPU SVM's one device does not have.
-        let mem = vram()?;
-        let other = DeviceOwner::from_ref(&OTHER_OWNER);
-        let svm = svm_of_two(&map, [other, other])?;
-        let r = svm.find_or_insert(map.addr(0), 0..usize::MAX)?;
         assert_eq!(svm.migrate_to_vram(&r, &mem).err(), Some(EINVAL));
         assert_eq!(svm.evict_range(&r, r.span(), &mem).err(), Some(EINVAL));
         assert_nothing_leaked(&mem);
