@@ -108,13 +108,13 @@ impl<T: Driver> Invalidate for Notifier<T> {
         let spared = |owner: &DeviceOwner| {
             range.event() == Event::Exclusive && range.owner() == Some(*owner)
         };
-        let seq = match svm.owners.iter().all(spared) {
-            true => match seq.skip_own_exclusive(range, svm.owners[0]) {
+        let mut seq = seq;
+        if svm.owners.iter().all(spared) {
+            seq = match seq.skip_own_exclusive(range, svm.owners[0]) {
                 Ok(done) => return Ok(done),
                 Err(seq) => seq,
-            },
-            false => seq,
-        };
+            };
+        }
         let _guard = svm.notifier_lock.write();
         let span = range.span();
         // SAFETY: The notifier lock of `svm` is held for writing; no other borrow is live.
