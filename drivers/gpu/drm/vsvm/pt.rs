@@ -2,9 +2,12 @@
 
 //! The page table of a simulated GPU VM.
 //!
-//! It maps the pages of GPU SVM ranges: one mapping per bound range, with an entry per page.
-//! Its lock is taken by the invalidation callback, so nothing allocates while holding it: a
-//! mapping is allocated before the lock and only filled under it.
+//! Two levels, as a GPU's: a leaf table of [`LEAF_PAGES`] entries for each aligned block of
+//! [`LEAF_SIZE`] bytes with a page mapped, found by the block's address. Binding a range writes
+//! its entries in place; a leaf table goes when its last entry is zapped. The lock of the page
+//! table is taken by the invalidation callback, so nothing allocates while holding it: the leaf
+//! tables a bind lacks are allocated before the lock ([`PageTable::missing`], [`Leaves`]) and
+//! only linked in under it.
 
 use core::ops::Range;
 use kernel::{
@@ -19,6 +22,12 @@ use kernel::{
     },
 };
 
+/// The entries of a leaf table.
+pub(crate) const LEAF_PAGES: usize = 512;
+
+/// The bytes a leaf table maps: 2 MiB.
+pub(crate) const LEAF_SIZE: usize = LEAF_PAGES * PAGE_SIZE;
+
 /// A page table entry: the page, where it is, and what the device may do with it.
 #[derive(Clone, Copy)]
 pub(crate) struct Pte {
@@ -27,90 +36,54 @@ pub(crate) struct Pte {
     pub(crate) vram: bool,
     pub(crate) writable: bool,
     pub(crate) atomic: bool,
+    /// The size of the range the page was bound with, as a power of two.
+    pub(crate) shift: u8,
 }
 
-/// The entries of one bound range.
-pub(crate) struct Mapping {
-    start: usize,
+/// A leaf table: the entries of one aligned block of [`LEAF_SIZE`] bytes.
+struct Leaf {
     ptes: KVec<Option<Pte>>,
     /// The entries that map a page.
     mapped: usize,
 }
 
-impl Mapping {
-    /// An empty mapping of `npages` pages from `start`, to fill under the page table lock.
-    pub(crate) fn new(start: usize, npages: usize) -> Result<Self> {
-        Ok(Self {
-            start,
-            ptes: KVec::with_capacity(npages, GFP_KERNEL)?,
-            mapped: 0,
-        })
-    }
+/// Leaf tables allocated for a bind, before the page table lock is taken.
+pub(crate) struct Leaves(KVec<(RBTreeNodeReservation<usize, Leaf>, Leaf)>);
 
-    /// Sets the entries from the pages of `valid`, one per page; fails if there are more than
-    /// were reserved. Returns how many pages it maps (holes are not mapped), and the pfn of one
-    /// in VRAM if there is one.
-    pub(crate) fn fill(&mut self, valid: &ValidPages<'_>) -> Result<(usize, Option<usize>)> {
-        self.ptes.clear();
-        self.mapped = 0;
-        let mut in_vram = None;
-        let pfns = valid.pfns();
-        let mut i = 0;
-        while i < pfns.len() {
-            // The pages of a huge mapping are one folio: all in VRAM, or none.
-            let n = pfns[i]
-                .pages_to_mapping_end(self.start + i * PAGE_SIZE)
-                .min(pfns.len() - i);
-            let vram = valid.device_private_owner(i).is_some();
-            for pfn in &pfns[i..i + n] {
-                if !pfn.is_valid() {
-                    self.ptes.push_within_capacity(None).map_err(|_| ENOMEM)?;
-                    continue;
-                }
-                let pte = Pte {
-                    pfn: *pfn,
-                    vram,
-                    writable: pfn.is_writable(),
-                    atomic: valid.atomic(),
-                };
-                self.mapped += 1;
-                if vram && in_vram.is_none() {
-                    in_vram = pfn.pfn();
-                }
-                self.ptes
-                    .push_within_capacity(Some(pte))
-                    .map_err(|_| ENOMEM)?;
-            }
-            i += n;
+impl Leaves {
+    /// `count` empty leaf tables.
+    pub(crate) fn new(count: usize) -> Result<Self> {
+        let mut leaves = KVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            let mut ptes = KVec::with_capacity(LEAF_PAGES, GFP_KERNEL)?;
+            ptes.resize(LEAF_PAGES, None, GFP_KERNEL)?;
+            let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+            leaves.push((node, Leaf { ptes, mapped: 0 }), GFP_KERNEL)?;
         }
-        Ok((self.mapped, in_vram))
-    }
-
-    fn span(&self) -> Range<usize> {
-        self.start..self.start + self.ptes.len() * PAGE_SIZE
+        Ok(Self(leaves))
     }
 }
 
-/// Removes the mapping under `cursor`; returns a cursor on the next one, if any.
-fn remove_and_next(cursor: CursorMut<'_, usize, Mapping>) -> Option<CursorMut<'_, usize, Mapping>> {
-    let removed = *cursor.current().0;
-    // The cursor returned points to the previous mapping when the removed one was the last.
-    cursor
-        .remove_current()
-        .0
-        .filter(|next| *next.current().0 > removed)
+/// The start of the leaf block containing `addr`.
+fn leaf_start(addr: usize) -> usize {
+    addr & !(LEAF_SIZE - 1)
 }
 
-/// The page table: the mappings keyed by their end address.
+/// The leaf blocks that `span` overlaps, by their start.
+fn leaf_blocks(span: &Range<usize>) -> impl Iterator<Item = usize> {
+    (leaf_start(span.start)..span.end).step_by(LEAF_SIZE)
+}
+
+/// The page table: the leaf tables keyed by the start of their block.
 pub(crate) struct PageTable {
-    maps: RBTree<usize, Mapping>,
+    leaves: RBTree<usize, Leaf>,
     bound: usize,
 }
 
 impl PageTable {
     pub(crate) fn new() -> Self {
         Self {
-            maps: RBTree::new(),
+            leaves: RBTree::new(),
             bound: 0,
         }
     }
@@ -122,70 +95,114 @@ impl PageTable {
 
     /// The entry of the page at `addr`, if it is mapped.
     pub(crate) fn lookup(&self, addr: usize) -> Option<Pte> {
-        self.lookup_entry(addr).map(|(pte, _)| pte)
+        let leaf = self.leaves.get(&leaf_start(addr))?;
+        leaf.ptes[(addr % LEAF_SIZE) / PAGE_SIZE]
     }
 
-    /// The entry of the page at `addr` and the size of the mapping it is part of, if it is
-    /// mapped.
-    pub(crate) fn lookup_entry(&self, addr: usize) -> Option<(Pte, usize)> {
-        let cursor = self.maps.cursor_lower_bound(&addr.checked_add(1)?)?;
-        let (_, map) = cursor.current();
-        if addr < map.start {
-            return None;
+    /// How many leaf tables a bind of `span` needs that the page table lacks: to allocate as
+    /// [`Leaves`] before the lock is taken for the bind.
+    pub(crate) fn missing(&self, span: &Range<usize>) -> usize {
+        leaf_blocks(span)
+            .filter(|b| self.leaves.get(b).is_none())
+            .count()
+    }
+
+    /// Sets the entries of the pages of `valid`, bound from `start`, one per page (holes are not
+    /// mapped), taking the leaf tables it lacks from `leaves`. Returns how many pages it maps,
+    /// and the pfn of one in VRAM if there is one. Fails with [`EAGAIN`] if `leaves` has too few
+    /// (a zap freed a leaf table since [`PageTable::missing`] was asked), having bound the pages
+    /// up to the leaf table it lacks.
+    pub(crate) fn bind(
+        &mut self,
+        start: usize,
+        valid: &ValidPages<'_>,
+        leaves: &mut Leaves,
+    ) -> Result<(usize, Option<usize>)> {
+        let pfns = valid.pfns();
+        let span = start..start + pfns.len() * PAGE_SIZE;
+        let pages = pfns.iter().filter(|p| p.is_valid()).count();
+        if pages == 0 {
+            return Ok((0, None));
         }
-        let pte = (*map.ptes.get((addr - map.start) / PAGE_SIZE)?)?;
-        Some((pte, map.ptes.len() * PAGE_SIZE))
-    }
-
-    /// Maps `mapping` with the node `node`, replacing the mappings it overlaps.
-    pub(crate) fn bind(&mut self, mapping: Mapping, node: RBTreeNodeReservation<usize, Mapping>) {
-        let span = mapping.span();
-        self.remove(&span);
-        self.bound += mapping.mapped;
-        self.maps.insert(node.into_node(span.end, mapping));
-    }
-
-    /// Zaps the entries of `span`; mappings left empty go.
-    pub(crate) fn zap(&mut self, span: &Range<usize>) {
-        let mut cursor = span
-            .start
-            .checked_add(1)
-            .and_then(|key| self.maps.cursor_lower_bound_mut(&key));
-        while let Some(mut c) = cursor {
-            let (_, map) = c.current_mut();
-            if map.start >= span.end {
-                break;
+        let shift = (span.end - span.start).trailing_zeros() as u8;
+        let atomic = valid.atomic();
+        let mut in_vram = None;
+        let mut i = 0;
+        for block in leaf_blocks(&span) {
+            if self.leaves.get(&block).is_none() {
+                let (node, leaf) = leaves.0.pop().ok_or(EAGAIN)?;
+                self.leaves.insert(node.into_node(block, leaf));
             }
-            let first = span.start.saturating_sub(map.start) / PAGE_SIZE;
-            let last = ((span.end - map.start) / PAGE_SIZE).min(map.ptes.len());
-            for pte in &mut map.ptes[first..last] {
+            let mut cursor = leaf_at(&mut self.leaves, block).ok_or(EAGAIN)?;
+            let (_, leaf) = cursor.current_mut();
+            // The pages of this leaf table.
+            let end = (block.saturating_add(LEAF_SIZE).min(span.end) - start) / PAGE_SIZE;
+            // Entries set and cleared, counted once for the leaf table.
+            let (mut set, mut cleared) = (0, 0);
+            while i < end {
+                let addr = start + i * PAGE_SIZE;
+                let n = pfns[i].pages_to_mapping_end(addr).min(end - i);
+                // The pages of a huge mapping are one folio: all in VRAM, or none.
+                let vram = valid.device_private_owner(i).is_some();
+                if vram && in_vram.is_none() {
+                    in_vram = pfns[i].pfn();
+                }
+                let first = (addr % LEAF_SIZE) / PAGE_SIZE;
+                // Indexed, not zipped: most chunks are a page (memory without huge pages).
+                for k in 0..n {
+                    let (Some(pte), Some(&pfn)) = (leaf.ptes.get_mut(first + k), pfns.get(i + k))
+                    else {
+                        break;
+                    };
+                    cleared += usize::from(pte.is_some());
+                    *pte = pfn.is_valid().then_some(Pte {
+                        pfn,
+                        vram,
+                        writable: pfn.is_writable(),
+                        atomic,
+                        shift,
+                    });
+                    set += usize::from(pte.is_some());
+                }
+                i += n;
+            }
+            leaf.mapped = leaf.mapped + set - cleared;
+            self.bound = self.bound + set - cleared;
+            // Holes bound over mapped entries may have emptied it.
+            if leaf.mapped == 0 {
+                drop(cursor.remove_current());
+            }
+        }
+        Ok((pages, in_vram))
+    }
+
+    /// Zaps the entries of `span`; leaf tables left empty go (freeing is fine under the lock,
+    /// allocating is not).
+    pub(crate) fn zap(&mut self, span: &Range<usize>) {
+        for block in leaf_blocks(span) {
+            let Some(mut cursor) = leaf_at(&mut self.leaves, block) else {
+                continue;
+            };
+            let (_, leaf) = cursor.current_mut();
+            let first = span.start.saturating_sub(block) / PAGE_SIZE;
+            let last = ((span.end - block) / PAGE_SIZE).min(LEAF_PAGES);
+            for pte in leaf.ptes.get_mut(first..last).unwrap_or(&mut []) {
                 if pte.take().is_some() {
-                    map.mapped -= 1;
+                    leaf.mapped -= 1;
                     self.bound -= 1;
                 }
             }
-            cursor = if map.mapped == 0 {
-                // Freeing is fine under the lock; allocating is not.
-                remove_and_next(c)
-            } else {
-                c.move_next()
-            };
-        }
-    }
-
-    /// Removes the mappings that overlap `span`.
-    fn remove(&mut self, span: &Range<usize>) {
-        let mut cursor = span
-            .start
-            .checked_add(1)
-            .and_then(|key| self.maps.cursor_lower_bound_mut(&key));
-        while let Some(c) = cursor {
-            let (_, map) = c.current();
-            if map.start >= span.end {
-                break;
+            if leaf.mapped == 0 {
+                drop(cursor.remove_current());
             }
-            self.bound -= map.mapped;
-            cursor = remove_and_next(c);
         }
     }
+}
+
+/// A cursor on the leaf table of the block at `block` in `leaves`, if there is one: a cursor
+/// finds it in half the instructions of `get_mut()`.
+fn leaf_at(leaves: &mut RBTree<usize, Leaf>, block: usize) -> Option<CursorMut<'_, usize, Leaf>> {
+    leaves
+        .cursor_lower_bound_mut(&block)
+        .filter(|cursor| *cursor.current().0 == block)
 }

@@ -31,7 +31,6 @@ use kernel::{
         PAGE_SIZE, //
     },
     prelude::*,
-    rbtree::RBTreeNodeReservation,
     sync::{
         atomic::{
             Atomic,
@@ -54,7 +53,7 @@ use crate::{
         Outcome, //
     },
     pt::{
-        Mapping,
+        Leaves,
         PageTable,
         Pte, //
     },
@@ -396,18 +395,19 @@ impl Vm {
         let svm = &self.svm;
         let pt = svm.driver().pt(dev)?;
         svm.get_pages(range, dev, fault)?;
-        // Allocated before the locks: the page table lock is taken in `invalidate`.
-        let mut mapping = Mapping::new(range.span().start, range.npages())?;
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        // Allocated before the locks (and after the read lock for counting them goes): the page
+        // table lock is taken in `invalidate`, which reclaim may call.
+        let missing = pt.read().missing(&range.span());
+        let mut leaves = Leaves::new(missing)?;
         let guard = svm.notifier_read();
         let Some(valid) = svm.pages_valid(range, dev, &guard) else {
             return Ok(None);
         };
-        let (pages, in_vram) = mapping.fill(&valid)?;
-        if pages > 0 {
-            pt.write().bind(mapping, node);
+        match pt.write().bind(range.span().start, &valid, &mut leaves) {
+            // A zap freed a leaf table meanwhile: start again.
+            Err(e) if e == EAGAIN => Ok(None),
+            bound => Ok(Some(Bound { in_vram: bound?.1 })),
         }
-        Ok(Some(Bound { in_vram }))
     }
 
     /// Maps what the CPU has present of the ranges that follow `faulted` in its aligned block of
@@ -428,36 +428,25 @@ impl Vm {
         let Ok(run) = svm.get_pages_run(start..block_end, self.span.clone(), dev, &present) else {
             return start;
         };
-        let Ok(pt) = svm.driver().pt(dev) else {
+        let (Ok(pt), Some(last)) = (svm.driver().pt(dev), run.last()) else {
             return start;
         };
-        // Allocated before the locks: the page table lock is taken in `invalidate`.
-        let Ok(mut maps) = KVec::with_capacity(run.len(), GFP_KERNEL) else {
+        // Allocated before the locks, as in `bind`.
+        let missing = pt.read().missing(&(start..last.span().end));
+        let Ok(mut leaves) = Leaves::new(missing) else {
             return start;
         };
-        for range in &run {
-            let Ok(mapping) = Mapping::new(range.span().start, range.npages()) else {
-                break;
-            };
-            let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
-                break;
-            };
-            if maps.push_within_capacity((mapping, node)).is_err() {
-                break;
-            }
-        }
         let guard = svm.notifier_read();
         let mut pt = pt.write();
         let mut end = start;
-        for (range, (mut mapping, node)) in run.iter().zip(maps.drain_all()) {
+        for range in &run {
             let Some(valid) = svm.pages_valid(range, dev, &guard) else {
                 break;
             };
-            match mapping.fill(&valid) {
-                Ok((pages, _)) if pages > 0 => pt.bind(mapping, node),
+            match pt.bind(range.span().start, &valid, &mut leaves) {
+                Ok((pages, _)) if pages > 0 => end = range.span().end,
                 _ => break,
             }
-            end = range.span().end;
         }
         end
     }
@@ -725,9 +714,9 @@ impl Vm {
         let vram = &self.device(dev)?.vram;
         let pt = self.svm.driver().pt(dev)?.read();
         for (i, slot) in out.iter_mut().enumerate() {
-            *slot = match pt.lookup_entry(addr + i * PAGE_SIZE) {
+            *slot = match pt.lookup(addr + i * PAGE_SIZE) {
                 None => uapi::drm_vsvm_pte::default(),
-                Some((pte, size)) => {
+                Some(pte) => {
                     let mut flags = uapi::DRM_VSVM_PTE_VALID;
                     if pte.writable {
                         flags |= uapi::DRM_VSVM_PTE_WRITABLE;
@@ -743,7 +732,7 @@ impl Vm {
                     }
                     uapi::drm_vsvm_pte {
                         flags,
-                        shift: size.trailing_zeros(),
+                        shift: pte.shift.into(),
                     }
                 }
             };

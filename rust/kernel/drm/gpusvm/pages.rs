@@ -5,6 +5,7 @@
 use super::{
     range::{
         DmaMappings,
+        Pfns,
         RangeState, //
     },
     DeviceMemory,
@@ -228,18 +229,20 @@ impl<T: Driver> GpuSvm<T> {
         }
         let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
         pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
-        // Per range: its pages (a copy of its part of `pfns`, when there are several ranges),
-        // room for its DMA mappings, made under the notifier lock where nothing may allocate and
-        // revoked when the device unbinds, and its invalidation count before the walk.
+        // Per range: room for its pages (a copy of its part of `pfns`, or `pfns` itself for one
+        // range of several pages), room for its DMA mappings, made under the notifier lock where
+        // nothing may allocate and revoked when the device unbinds, and its invalidation count
+        // before the walk.
+        let whole = ranges.len() == 1 && npages > 1;
         let mut stores = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
         let mut dma = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
         let mut counts = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
         for r in ranges {
             let n = r.borrow().npages();
-            let store = if ranges.len() > 1 {
-                KVec::with_capacity(n, GFP_KERNEL)?
+            let store = if whole {
+                Pfns::Many(KVec::new())
             } else {
-                KVec::new()
+                Pfns::with_capacity(n)?
             };
             stores.push(store, GFP_KERNEL)?;
             dma.push(
@@ -349,13 +352,14 @@ impl<T: Driver> GpuSvm<T> {
                         return Err(e);
                     }
                 }
-                if ranges.len() == 1 {
-                    core::mem::swap(&mut pages.pfns, &mut pfns);
+                if whole {
+                    stores[i] = Pfns::Many(core::mem::replace(&mut pfns, KVec::new()));
                 } else {
                     // Room was made above: this does not allocate.
-                    stores[i].extend_from_slice(&pfns[part], GFP_NOWAIT)?;
-                    core::mem::swap(&mut pages.pfns, &mut stores[i]);
+                    stores[i].set(&pfns[part])?;
                 }
+                // The old pfns go with `stores`, after the lock.
+                core::mem::swap(&mut pages.pfns, &mut stores[i]);
                 core::mem::swap(&mut pages.dma, &mut dma[i]);
                 // The old mappings are unmapped before the lock goes: once it does, an
                 // invalidation may let their pages be freed, and an unmap after that (which

@@ -91,9 +91,50 @@ impl DmaMappings {
     }
 }
 
+/// The pfns of the pages of a [`Range`]: inline for a range of one page, which GPU SVMs of small
+/// chunks have many of, allocated for larger ranges.
+pub(super) enum Pfns {
+    One(HmmPfn),
+    Many(KVec<HmmPfn>),
+}
+
+impl Pfns {
+    /// Room for the pfns of `npages` pages, to [`Pfns::set`] without allocating.
+    pub(super) fn with_capacity(npages: usize) -> Result<Self> {
+        Ok(match npages {
+            1 => Self::One(HmmPfn::default()),
+            n => Self::Many(KVec::with_capacity(n, GFP_KERNEL)?),
+        })
+    }
+
+    /// Sets the pfns to `pfns`, in the room made for them ([`ENOMEM`] if there is too little).
+    pub(super) fn set(&mut self, pfns: &[HmmPfn]) -> Result {
+        match (self, pfns) {
+            (Self::One(one), [pfn]) => *one = *pfn,
+            (Self::Many(many), _) => {
+                many.clear();
+                many.extend_from_slice(pfns, GFP_NOWAIT)?;
+            }
+            _ => return Err(ENOMEM),
+        }
+        Ok(())
+    }
+}
+
+impl core::ops::Deref for Pfns {
+    type Target = [HmmPfn];
+
+    fn deref(&self) -> &[HmmPfn] {
+        match self {
+            Self::One(pfn) => core::slice::from_ref(pfn),
+            Self::Many(pfns) => pfns,
+        }
+    }
+}
+
 /// The pages of a [`Range`] for one device, as last read from the CPU page tables.
 pub(super) struct Pages {
-    pub(super) pfns: KVec<HmmPfn>,
+    pub(super) pfns: Pfns,
     /// The DMA mappings of the system pages, if they were mapped for the device.
     pub(super) dma: Option<Devres<DmaMappings>>,
     /// Whether the pages are current: read by
@@ -112,7 +153,7 @@ pub(super) struct Pages {
 impl Pages {
     /// No pages: none read yet.
     const NONE: Self = Self {
-        pfns: KVec::new(),
+        pfns: Pfns::Many(KVec::new()),
         dma: None,
         valid: false,
         invalidations: 0,
@@ -275,11 +316,16 @@ pub(super) type RangeTree<T> = RBTree<usize, Arc<Range<T>>>;
 /// A node of a [`RangeTree`].
 pub(super) type RangeNode<T> = RBTreeNode<usize, Arc<Range<T>>>;
 
+/// The first range of `ranges` that ends above `addr`: the one containing `addr`, or else the
+/// next one after it, if any.
+pub(super) fn range_from<T: Driver>(ranges: &RangeTree<T>, addr: usize) -> Option<Arc<Range<T>>> {
+    let cursor = ranges.cursor_lower_bound(&addr.checked_add(1)?)?;
+    Some(cursor.current().1.clone())
+}
+
 /// The range of `ranges` that contains `addr`, if any.
 pub(super) fn range_at<T: Driver>(ranges: &RangeTree<T>, addr: usize) -> Option<Arc<Range<T>>> {
-    let cursor = ranges.cursor_lower_bound(&addr.checked_add(1)?)?;
-    let (_, range) = cursor.current();
-    range.span.contains(&addr).then(|| range.clone())
+    range_from(ranges, addr).filter(|range| range.span.contains(&addr))
 }
 
 /// Whether a range of `ranges` overlaps `span`.

@@ -13,6 +13,7 @@ use super::{
         any_overlap,
         for_each_overlap,
         range_at,
+        range_from,
         NotifierLocked,
         RangeNode,
         RangeState,
@@ -366,8 +367,19 @@ impl<T: Driver> GpuSvm<T> {
         if present_only {
             present = Some(self.present_around(notifier, &mmap, &(addr..end), &vma_span)?);
         }
-        let unfit = |ranges: &RangeTree<T>, c: &ops::Range<usize>, present: &Option<Present>| {
-            any_overlap(ranges, c)
+        // Whether chunk `c` for a fault at `at` overlaps a range, `next` being the first range
+        // that ends above `at`, or lacks pages it needs present.
+        let unfit = |ranges: &RangeTree<T>,
+                     c: &ops::Range<usize>,
+                     at: usize,
+                     next: &Option<Arc<Range<T>>>,
+                     present: &Option<Present>| {
+            let overlaps = if c.start < at {
+                any_overlap(ranges, c)
+            } else {
+                next.as_ref().is_some_and(|n| n.overlaps(c))
+            };
+            overlaps
                 || (self.chunks.needs_present(c.end - c.start)
                     && present.as_ref().is_some_and(|p| !p.covers(c)))
         };
@@ -389,13 +401,18 @@ impl<T: Driver> GpuSvm<T> {
                 let ranges = unsafe { notifier.ranges.get() };
                 let mut needs_present = false;
                 let mut at = addr;
+                // Looked up again only once `at` passes it, not for every range of the run.
+                let mut next = range_from(ranges, at);
                 while at < end || plan.is_empty() {
-                    let slot = match range_at(ranges, at) {
-                        Some(r) => Slot::Found(r),
+                    let slot = match next.take_if(|n| n.span.start <= at) {
+                        Some(r) => {
+                            next = range_from(ranges, r.span.end);
+                            Slot::Found(r)
+                        }
                         None => {
                             let Some(c) = self
                                 .chunks
-                                .fit(at, &bounds, |c| unfit(ranges, &c, &present))
+                                .fit(at, &bounds, |c| unfit(ranges, &c, at, &next, &present))
                             else {
                                 break;
                             };
@@ -437,11 +454,24 @@ impl<T: Driver> GpuSvm<T> {
                 let _guard = self.notifier_lock.write();
                 // SAFETY: The notifier lock is held for writing; this is the only borrow.
                 let ranges = unsafe { notifier.ranges.get_mut() };
+                // The new ranges are checked one by one only if the ranges over the run are no
+                // longer just those found: one lookup a found range, not one a new range.
+                let changed = match (run.first(), run.last()) {
+                    (Some(first), Some(last)) => {
+                        let mut found = run.iter().zip(&nodes).filter(|(_, n)| n.is_none());
+                        let mut changed = false;
+                        for_each_overlap(ranges, &(first.span.start..last.span.end), |r| {
+                            changed |= !found.next().is_some_and(|(f, _)| Arc::ptr_eq(f, r));
+                        });
+                        changed || found.next().is_some()
+                    }
+                    _ => true,
+                };
                 for (i, node) in nodes.drain_all().enumerate() {
                     let Some(node) = node else {
                         continue;
                     };
-                    if any_overlap(ranges, &run[i].span) {
+                    if changed && any_overlap(ranges, &run[i].span) {
                         // Another fault inserted a range there meanwhile: the run ends here.
                         run.truncate(i);
                         break;
