@@ -96,7 +96,7 @@ impl PageTable {
     /// The entry of the page at `addr`, if it is mapped.
     pub(crate) fn lookup(&self, addr: usize) -> Option<Pte> {
         let leaf = self.leaves.get(&leaf_start(addr))?;
-        leaf.ptes[(addr % LEAF_SIZE) / PAGE_SIZE]
+        *leaf.ptes.get((addr % LEAF_SIZE) / PAGE_SIZE)?
     }
 
     /// How many leaf tables a bind of `span` needs that the page table lacks: to allocate as
@@ -111,7 +111,8 @@ impl PageTable {
     /// mapped), taking the leaf tables it lacks from `leaves`. Returns how many pages it maps,
     /// and the pfn of one in VRAM if there is one. Fails with [`EAGAIN`] if `leaves` has too few
     /// (a zap freed a leaf table since [`PageTable::missing`] was asked), having bound the pages
-    /// up to the leaf table it lacks.
+    /// up to the leaf table it lacks; with [`EINVAL`] if the pages would end past the address
+    /// space.
     pub(crate) fn bind(
         &mut self,
         start: usize,
@@ -119,7 +120,12 @@ impl PageTable {
         leaves: &mut Leaves,
     ) -> Result<(usize, Option<usize>)> {
         let pfns = valid.pfns();
-        let span = start..start + pfns.len() * PAGE_SIZE;
+        let span = pfns
+            .len()
+            .checked_mul(PAGE_SIZE)
+            .and_then(|len| start.checked_add(len))
+            .map(|end| start..end)
+            .ok_or(EINVAL)?;
         let pages = pfns.iter().filter(|p| p.is_valid()).count();
         if pages == 0 {
             return Ok((0, None));
