@@ -28,8 +28,9 @@ pub(crate) const LEAF_PAGES: usize = 512;
 /// The bytes a leaf table maps: 2 MiB.
 pub(crate) const LEAF_SIZE: usize = LEAF_PAGES * PAGE_SIZE;
 
-/// A page table entry: the page, where it is, and what the device may do with it.
-#[derive(Clone, Copy)]
+/// A page table entry: the page, where it is, and what the device may do with it. An entry maps
+/// nothing unless its pfn is valid: the default entry maps nothing.
+#[derive(Clone, Copy, Default)]
 pub(crate) struct Pte {
     pub(crate) pfn: HmmPfn,
     /// Whether the page is in VRAM (a device-private page).
@@ -42,7 +43,7 @@ pub(crate) struct Pte {
 
 /// A leaf table: the entries of one aligned block of [`LEAF_SIZE`] bytes.
 struct Leaf {
-    ptes: KVec<Option<Pte>>,
+    ptes: KVec<Pte>,
     /// The entries that map a page.
     mapped: usize,
 }
@@ -56,7 +57,7 @@ impl Leaves {
         let mut leaves = KVec::with_capacity(count, GFP_KERNEL)?;
         for _ in 0..count {
             let mut ptes = KVec::with_capacity(LEAF_PAGES, GFP_KERNEL)?;
-            ptes.resize(LEAF_PAGES, None, GFP_KERNEL)?;
+            ptes.resize(LEAF_PAGES, Pte::default(), GFP_KERNEL)?;
             let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
             leaves.push((node, Leaf { ptes, mapped: 0 }), GFP_KERNEL)?;
         }
@@ -96,7 +97,8 @@ impl PageTable {
     /// The entry of the page at `addr`, if it is mapped.
     pub(crate) fn lookup(&self, addr: usize) -> Option<Pte> {
         let leaf = self.leaves.get(&leaf_start(addr))?;
-        *leaf.ptes.get((addr % LEAF_SIZE) / PAGE_SIZE)?
+        let pte = *leaf.ptes.get((addr % LEAF_SIZE) / PAGE_SIZE)?;
+        pte.pfn.is_valid().then_some(pte)
     }
 
     /// How many leaf tables a bind of `span` needs that the page table lacks: to allocate as
@@ -126,14 +128,13 @@ impl PageTable {
             .and_then(|len| start.checked_add(len))
             .map(|end| start..end)
             .ok_or(EINVAL)?;
-        let pages = pfns.iter().filter(|p| p.is_valid()).count();
-        if pages == 0 {
+        if !pfns.iter().any(|p| p.is_valid()) {
             return Ok((0, None));
         }
         let shift = (span.end - span.start).trailing_zeros() as u8;
         let atomic = valid.atomic();
-        let mut in_vram = None;
-        let mut i = 0;
+        let (mut pages, mut in_vram) = (0, None);
+        let mut i = 0usize;
         for block in leaf_blocks(&span) {
             if self.leaves.get(&block).is_none() {
                 let (node, leaf) = leaves.0.pop().ok_or(EAGAIN)?;
@@ -141,37 +142,45 @@ impl PageTable {
             }
             let mut cursor = leaf_at(&mut self.leaves, block).ok_or(EAGAIN)?;
             let (_, leaf) = cursor.current_mut();
-            // The pages of this leaf table.
+            // The pages of this leaf table, and their entries.
             let end = (block.saturating_add(LEAF_SIZE).min(span.end) - start) / PAGE_SIZE;
+            // The address of the first: `span` was checked not to overflow.
+            let base = start.wrapping_add(i.wrapping_mul(PAGE_SIZE));
+            let part = pfns.get(i..end).ok_or(EINVAL)?;
+            let first = (base % LEAF_SIZE) / PAGE_SIZE;
+            let ptes = leaf.ptes.get_mut(first..first + part.len()).ok_or(EINVAL)?;
             // Entries set and cleared, counted once for the leaf table.
             let (mut set, mut cleared) = (0, 0);
-            while i < end {
-                let addr = start + i * PAGE_SIZE;
-                let n = pfns[i].pages_to_mapping_end(addr).min(end - i);
-                // The pages of a huge mapping are one folio: all in VRAM, or none.
-                let vram = valid.device_private_owner(i).is_some();
-                if vram && in_vram.is_none() {
-                    in_vram = pfns[i].pfn();
-                }
-                let first = (addr % LEAF_SIZE) / PAGE_SIZE;
-                // Indexed, not zipped: most chunks are a page (memory without huge pages).
-                for k in 0..n {
-                    let (Some(pte), Some(&pfn)) = (leaf.ptes.get_mut(first + k), pfns.get(i + k))
-                    else {
-                        break;
+            // The pages of a huge mapping are one folio: all in VRAM, or none. One question a
+            // folio, the only one a page asks for memory without huge pages.
+            let (mut folio_left, mut vram) = (0, false);
+            // As long as each other: `min()` only spares the bounds checks in the loop.
+            for k in 0..part.len().min(ptes.len()) {
+                let (pfn, pte) = (part[k], &mut ptes[k]);
+                if folio_left == 0 {
+                    folio_left = match pfn.map_order() {
+                        // Its own folio, whatever the address.
+                        0 => 1,
+                        _ => pfn.pages_to_mapping_end(base.wrapping_add(k * PAGE_SIZE)),
                     };
-                    cleared += usize::from(pte.is_some());
-                    *pte = pfn.is_valid().then_some(Pte {
-                        pfn,
-                        vram,
-                        writable: pfn.is_writable(),
-                        atomic,
-                        shift,
-                    });
-                    set += usize::from(pte.is_some());
+                    vram = valid.device_private_owner(i + k).is_some();
+                    if vram && in_vram.is_none() {
+                        in_vram = pfn.pfn();
+                    }
                 }
-                i += n;
+                folio_left -= 1;
+                cleared += usize::from(pte.pfn.is_valid());
+                set += usize::from(pfn.is_valid());
+                *pte = Pte {
+                    pfn,
+                    vram,
+                    writable: pfn.is_writable(),
+                    atomic,
+                    shift,
+                };
             }
+            i = end;
+            pages += set;
             leaf.mapped = leaf.mapped + set - cleared;
             self.bound = self.bound + set - cleared;
             // Holes bound over mapped entries may have emptied it.
@@ -193,7 +202,7 @@ impl PageTable {
             let first = span.start.saturating_sub(block) / PAGE_SIZE;
             let last = ((span.end - block) / PAGE_SIZE).min(LEAF_PAGES);
             for pte in leaf.ptes.get_mut(first..last).unwrap_or(&mut []) {
-                if pte.take().is_some() {
+                if core::mem::take(pte).pfn.is_valid() {
                     leaf.mapped -= 1;
                     self.bound -= 1;
                 }
