@@ -652,6 +652,47 @@ mod tests {
     }
 
     #[test]
+    fn a_run_reads_no_page_again_but_a_snapshot_gone_stale_is_not_stored() -> Result {
+        let per_block = GpuSvm::<Mock>::RUN_BLOCK / PAGE_SIZE;
+        let map = UserMapping::new(2 * per_block)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = Arc::pin_init(
+            new_svm_of(&map, ChunkSizes::new(&[PAGE_SIZE])?)?,
+            GFP_KERNEL,
+        )?;
+        let owner = svm.owner(0)?;
+        let first = run_block_page(&map);
+        let span = map.addr(first)..map.addr(first + per_block);
+        // The pages a present run reads to find its end are those it stores.
+        let mut snapshot = None;
+        let run = svm.find_or_insert_run(
+            span.clone(),
+            0..usize::MAX,
+            true,
+            Some(owner),
+            &mut snapshot,
+        )?;
+        assert_eq!(run.len(), per_block);
+        let snap = snapshot.as_ref().ok_or(EINVAL)?;
+        let (pfns, _) = snap.pages(&span, owner).ok_or(EINVAL)?;
+        assert!(pfns.iter().all(|p| p.is_valid()));
+        // Only for the device pages of the owner it read them for, and only as many as it holds.
+        assert!(snap.pages(&span, other_owner()).is_none());
+        assert!(snap
+            .pages(&(span.start..span.end + PAGE_SIZE), owner)
+            .is_none());
+        // A page dropped after the snapshot: the run reads it again, a hole now.
+        map.dontneed(first + 2, 1)?;
+        svm.read_pages(&run, 0, &Fault::present(), snapshot.as_ref())?;
+        let guard = svm.notifier_read();
+        for (i, r) in run.iter().enumerate() {
+            let valid = svm.pages_valid(r, 0, &guard).ok_or(EINVAL)?;
+            assert_eq!(valid.pfns()[0].is_valid(), i != 2);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn a_run_chooses_each_chunk_as_a_fault_would() -> Result {
         let per_block = GpuSvm::<Mock>::RUN_BLOCK / PAGE_SIZE;
         let map = UserMapping::new(2 * per_block)?;

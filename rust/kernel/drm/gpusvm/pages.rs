@@ -8,6 +8,7 @@ use super::{
         Pfns,
         RangeState, //
     },
+    svm::Snapshot,
     DeviceMemory,
     Driver,
     GpuSvm,
@@ -157,7 +158,7 @@ impl<T: Driver> GpuSvm<T> {
     /// hugetlb), with [`EINVAL`] for a range of another GPU SVM or no such device, and with the
     /// errors of [`hmm::range_fault`].
     pub fn get_pages(&self, range: &Range<T>, device: usize, fault: &Fault<'_, T>) -> Result {
-        self.read_pages(core::slice::from_ref(&range), device, fault)
+        self.read_pages(core::slice::from_ref(&range), device, fault, None)
     }
 
     /// Finds or inserts the ranges from `span.start` on, and reads their pages for `fault` with
@@ -184,21 +185,25 @@ impl<T: Driver> GpuSvm<T> {
         device: usize,
         fault: &Fault<'_, T>,
     ) -> Result<KVec<Arc<Range<T>>>> {
-        self.owner(device)?;
-        let run = self.find_or_insert_run(span, gpuva, fault.present_only)?;
-        self.read_pages(&run, device, fault)?;
+        let owner = self.owner(device)?;
+        let mut snapshot = None;
+        let run =
+            self.find_or_insert_run(span, gpuva, fault.present_only, Some(owner), &mut snapshot)?;
+        self.read_pages(&run, device, fault, snapshot.as_ref())?;
         Ok(run)
     }
 
     /// Reads the pages of `ranges`, consecutive ranges of one notifier, from the CPU page tables
     /// for `fault` by `device` with one walk, and stores those of each range that no
     /// invalidation reaching the device overlapped meanwhile; starts again until the first
-    /// range's are stored.
-    fn read_pages<R: Borrow<Range<T>>>(
+    /// range's are stored. The first pass takes the pages from `snapshot` instead of walking, if
+    /// it holds them all as the walk would read them.
+    pub(super) fn read_pages<R: Borrow<Range<T>>>(
         &self,
         ranges: &[R],
         device: usize,
         fault: &Fault<'_, T>,
+        snapshot: Option<&Snapshot>,
     ) -> Result {
         let owner = self.owner(device)?;
         let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
@@ -266,6 +271,14 @@ impl<T: Driver> GpuSvm<T> {
             Request::fault(fault.write)
         }
         .owner(owner);
+        // A snapshot is what a walk for `fault` reads if the fault would fault nothing in (or
+        // takes what is present) and asks no more of a page than to be there.
+        let mut reuse = snapshot
+            .and_then(|s| s.pages(&(start..last.span.end), owner))
+            .filter(|(part, _)| {
+                fault.present_only
+                    || (!fault.write && fault.atomic.is_none() && part.iter().all(|p| p.is_valid()))
+            });
         let mut progress = Instant::<Monotonic>::now();
         let (mut ready, mut stalled) = (0, 0);
         loop {
@@ -279,12 +292,20 @@ impl<T: Driver> GpuSvm<T> {
                     *count = invalidations(unsafe { r.borrow().state.get() }, device)?;
                 }
             }
-            // Taken after the counts: an invalidation of a range counted before it is over
-            // (`read_begin` waits for it), one counted after it shows in the counts below.
-            let seq = notifier.read_begin();
-            let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
-            let mmap = mm.mmap_read_lock();
-            let res =
+            // The snapshot's pages stand until an invalidation of the notifier since its walk,
+            // whose sequence number is checked below, under the lock.
+            let reused = reuse.take().map(|(part, seq)| {
+                pfns.copy_from_slice(part);
+                seq
+            });
+            let res = if reused.is_some() {
+                Ok(())
+            } else {
+                // Taken after the counts: an invalidation of a range counted before it is over
+                // (`read_begin` waits for it), one counted after it shows in the counts below.
+                let seq = notifier.read_begin();
+                let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
+                let mmap = mm.mmap_read_lock();
                 hmm::range_fault(notifier, &mmap, &seq, start, &mut pfns, request).and_then(|()| {
                     if !fault.write {
                         return Ok(());
@@ -301,7 +322,8 @@ impl<T: Driver> GpuSvm<T> {
                         Some(_) => self.make_exclusive(&mmap, start, &mut pfns, &own, owner),
                         None => Ok(()),
                     }
-                });
+                })
+            };
             match res {
                 Err(e) if e == EBUSY => {
                     self.stats.retries.add(1);
@@ -323,12 +345,15 @@ impl<T: Driver> GpuSvm<T> {
                 res => res?,
             }
             let _guard = self.notifier_lock.write();
-            // Only invalidations of a range make its read stale, not those of the other ranges of
+            // A snapshot was read before the ranges were counted: any invalidation of the
+            // notifier since its walk makes it stale.
+            let stale = reused.is_some_and(|seq| notifier.read_retry(seq));
+            // Only invalidations of a range make a walk stale, not those of the other ranges of
             // the notifier, which `read_retry` would also report: threads faulting ranges of one
             // notifier would otherwise keep starting each other over. The first range's pages
             // are stored, or none: a pass stores at most once, into room made before it.
             // SAFETY: The notifier lock is held for writing.
-            if invalidations(unsafe { first.state.get() }, device)? != counts[0] {
+            if stale || invalidations(unsafe { first.state.get() }, device)? != counts[0] {
                 self.stats.retries.add(1);
                 stalled += 1;
                 continue;

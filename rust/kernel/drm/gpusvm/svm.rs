@@ -31,7 +31,10 @@ use crate::{
             HmmPfn,
             Request, //
         },
-        mmu_notifier::IntervalNotifier,
+        mmu_notifier::{
+            IntervalNotifier,
+            Seq, //
+        },
         virt,
         DeviceOwner,
         Mm,
@@ -105,6 +108,40 @@ impl<T: Driver> Slot<T> {
             Slot::Found(range) => range.span.clone(),
             Slot::New(span) => span.clone(),
         }
+    }
+}
+
+/// The pages of up to a block of [`GpuSvm::RUN_BLOCK`] bytes that [`GpuSvm::find_or_insert_run`]
+/// read to tell which are present: stored by [`GpuSvm::get_pages_run`] in place of a second walk
+/// of the CPU page tables if no invalidation of the notifier came since.
+pub(super) struct Snapshot {
+    start: usize,
+    len: usize,
+    pfns: [HmmPfn; ChunkSizes::MAX_PRESENT_ONLY_PAGES],
+    /// Taken before the walk; `None` if the walk raced with an invalidation.
+    seq: Option<Seq>,
+    /// The device owner whose device pages the walk reported as they are.
+    owner: Option<DeviceOwner>,
+}
+
+impl Snapshot {
+    /// The pages of `span` as read for device pages of `owner`, and the sequence number to check
+    /// them with ([`IntervalNotifier::read_retry`]), if the snapshot holds them all.
+    pub(super) fn pages(
+        &self,
+        span: &ops::Range<usize>,
+        owner: DeviceOwner,
+    ) -> Option<(&[HmmPfn], &Seq)> {
+        if self.owner != Some(owner) {
+            return None;
+        }
+        let first = span.start.checked_sub(self.start)? / PAGE_SIZE;
+        let end = span.end.checked_sub(self.start)?.div_ceil(PAGE_SIZE);
+        let pfns = self.pfns.get(first..end.min(self.len))?;
+        if pfns.len() * PAGE_SIZE != span.end - span.start {
+            return None;
+        }
+        Some((pfns, self.seq.as_ref()?))
     }
 }
 
@@ -316,7 +353,8 @@ impl<T: Driver> GpuSvm<T> {
     /// Fails with [`EFAULT`] if the process is exiting, [`ENOENT`] if no VMA maps `addr` or it
     /// is outside the span, [`EIO`] for `VM_IO` / `VM_PFNMAP` mappings.
     pub fn find_or_insert(&self, addr: usize, gpuva: ops::Range<usize>) -> Result<Arc<Range<T>>> {
-        let mut run = self.find_or_insert_run(addr..addr.saturating_add(1), gpuva, false)?;
+        let mut run =
+            self.find_or_insert_run(addr..addr.saturating_add(1), gpuva, false, None, &mut None)?;
         run.truncate(1);
         run.pop().ok_or(ENOENT)
     }
@@ -327,7 +365,8 @@ impl<T: Driver> GpuSvm<T> {
     /// one insertion for all of them. Returns them in address order, the first containing
     /// `span.start`; a range that another thread inserts meanwhile ends the run before it. With
     /// `present_only`, so does the first range after the first of which the CPU has no page
-    /// present.
+    /// present. The pages read to tell which are present, device pages of `owner` reported as
+    /// they are, go into `snapshot`.
     ///
     /// Fails as [`GpuSvm::find_or_insert`] does for `span.start`.
     pub(super) fn find_or_insert_run(
@@ -335,6 +374,8 @@ impl<T: Driver> GpuSvm<T> {
         span: ops::Range<usize>,
         gpuva: ops::Range<usize>,
         present_only: bool,
+        owner: Option<DeviceOwner>,
+        snapshot: &mut Option<Snapshot>,
     ) -> Result<KVec<Arc<Range<T>>>> {
         let addr = span.start;
         if !self.span.contains(&addr) {
@@ -365,7 +406,14 @@ impl<T: Driver> GpuSvm<T> {
         // present.
         let mut present: Option<Present> = None;
         if present_only {
-            present = Some(self.present_around(notifier, &mmap, &(addr..end), &vma_span)?);
+            present = Some(self.present_around(
+                notifier,
+                &mmap,
+                &(addr..end),
+                &vma_span,
+                owner,
+                snapshot,
+            )?);
         }
         // Whether chunk `c` for a fault at `at` overlaps a range, `next` being the first range
         // that ends above `at`, or lacks pages it needs present.
@@ -434,7 +482,14 @@ impl<T: Driver> GpuSvm<T> {
                 return Err(ENOENT);
             }
             if needs_present {
-                present = Some(self.present_around(notifier, &mmap, &(addr..end), &vma_span)?);
+                present = Some(self.present_around(
+                    notifier,
+                    &mmap,
+                    &(addr..end),
+                    &vma_span,
+                    owner,
+                    snapshot,
+                )?);
                 continue;
             }
             let mut run = KVec::with_capacity(plan.len(), GFP_KERNEL)?;
@@ -516,13 +571,16 @@ impl<T: Driver> GpuSvm<T> {
 
     /// Which pages the CPU has present in the blocks of [`ChunkSizes::present_only`] bytes (or
     /// pages) that `span` overlaps, within one aligned block of [`GpuSvm::RUN_BLOCK`] bytes: for
-    /// the chunk choice and the end of a run (a hint: it may change right after).
+    /// the chunk choice and the end of a run (a hint: it may change right after). The pages read,
+    /// device pages of `owner` reported as they are, go into `snapshot`.
     fn present_around(
         &self,
         notifier: &IntervalNotifier<Notifier<T>>,
         mmap: &MmapReadGuard<'_>,
         span: &ops::Range<usize>,
         vma: &ops::Range<usize>,
+        owner: Option<DeviceOwner>,
+        snapshot: &mut Option<Snapshot>,
     ) -> Result<Present> {
         let size = self.chunks.present_only().max(PAGE_SIZE);
         let start = (span.start & !(size - 1)).max(vma.start);
@@ -531,18 +589,29 @@ impl<T: Driver> GpuSvm<T> {
             .checked_next_multiple_of(size)
             .unwrap_or(span.end)
             .min(vma.end);
-        let mut pfns = [HmmPfn::SNAPSHOT; ChunkSizes::MAX_PRESENT_ONLY_PAGES];
-        let count = (end.saturating_sub(start) / PAGE_SIZE).min(pfns.len());
-        let pfns = &mut pfns[..count];
+        let snapshot = snapshot.insert(Snapshot {
+            start,
+            len: 0,
+            pfns: [HmmPfn::SNAPSHOT; ChunkSizes::MAX_PRESENT_ONLY_PAGES],
+            seq: None,
+            owner,
+        });
+        snapshot.len = (end.saturating_sub(start) / PAGE_SIZE).min(snapshot.pfns.len());
+        let pfns = &mut snapshot.pfns[..snapshot.len];
+        let request = match owner {
+            Some(owner) => Request::SNAPSHOT.owner(owner),
+            None => Request::SNAPSHOT,
+        };
         let seq = notifier.read_begin();
         // A snapshot that races with an invalidation counts as nothing present.
         let mut mask = 0;
-        if hmm::range_fault(notifier, mmap, &seq, start, pfns, Request::SNAPSHOT).is_ok() {
+        if hmm::range_fault(notifier, mmap, &seq, start, pfns, request).is_ok() {
             for (i, pfn) in pfns.iter().enumerate() {
                 if pfn.is_valid() {
                     mask |= 1 << i;
                 }
             }
+            snapshot.seq = Some(seq);
         }
         Ok(Present { start, mask })
     }
