@@ -55,7 +55,8 @@ use crate::{
     pt::{
         Leaves,
         PageTable,
-        Pte, //
+        Pte,
+        LEAF_SIZE, //
     },
     vram::{
         Vram,
@@ -67,8 +68,9 @@ use crate::{
 const NOTIFIER_SIZE: usize = 1 << 29;
 
 /// The aligned block around a GPU fault whose CPU-present pages the fault handler maps too, when
-/// the faulting range is smaller and the GPU walks through memory (see [`Vm::fault_around`]).
-const FAULT_AROUND: usize = GpuSvm::<Mirror>::RUN_BLOCK;
+/// the faulting range is smaller and the GPU walks through memory (see [`Vm::fault_around`]): a
+/// leaf table's, in runs of [`GpuSvm::RUN_BLOCK`] bytes.
+const FAULT_AROUND: usize = LEAF_SIZE;
 
 /// How many times the engine faults on one access before it gives up on it.
 const MAX_FAULTS_PER_ACCESS: u32 = 16;
@@ -417,15 +419,28 @@ impl Vm {
     /// range with nothing present, so that sparse accesses insert no ranges for nothing. Best
     /// effort: what fails here faults later. Returns where the mapping of device `dev` ends.
     fn fault_around(&self, dev: usize, faulted: &Range<Mirror>) -> usize {
-        let svm = &self.svm;
-        let start = faulted.span().end;
         let block_end = (faulted.span().start | (FAULT_AROUND - 1)).saturating_add(1);
-        if start >= block_end {
-            return start;
+        let mut end = faulted.span().end;
+        // Run by run; one that ends short of its block ended at a range with nothing present.
+        while end < block_end {
+            let run_end = (end | (GpuSvm::<Mirror>::RUN_BLOCK - 1)).saturating_add(1);
+            let mapped = self.map_present_run(dev, end..block_end);
+            if mapped != run_end {
+                return mapped;
+            }
+            end = mapped;
         }
-        // One walk of the CPU page tables for the ranges of the block (a run's block).
+        end
+    }
+
+    /// Maps what the CPU has present of the ranges of one run ([`GpuSvm::get_pages_run`]) from
+    /// `span.start` on; returns where the mapping ends.
+    fn map_present_run(&self, dev: usize, span: Span<usize>) -> usize {
+        let svm = &self.svm;
+        let start = span.start;
+        // One walk of the CPU page tables for the ranges of the run.
         let present = Fault::present();
-        let Ok(run) = svm.get_pages_run(start..block_end, self.span.clone(), dev, &present) else {
+        let Ok(run) = svm.get_pages_run(span, self.span.clone(), dev, &present) else {
             return start;
         };
         let (Ok(pt), Some(last)) = (svm.driver().pt(dev), run.last()) else {
