@@ -295,7 +295,10 @@ impl<T: Driver> GpuSvm<T> {
             // The snapshot's pages stand until an invalidation of the notifier since its walk,
             // whose sequence number is checked below, under the lock.
             let reused = reuse.take().map(|(part, seq)| {
-                pfns.copy_from_slice(part);
+                // As long as `pfns` (`Snapshot::pages` covers the span or is `None`).
+                for (pfn, &read) in pfns.iter_mut().zip(part) {
+                    *pfn = read;
+                }
                 seq
             });
             let res = if reused.is_some() {

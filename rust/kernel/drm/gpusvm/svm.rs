@@ -404,16 +404,11 @@ impl<T: Driver> GpuSvm<T> {
         // Which pages the CPU has present, read only when a chunk that needs them is chosen or
         // the run is to end at the first range with none: until then, every page counts as
         // present.
+        let mut read_present =
+            || self.present_around(notifier, &mmap, &(addr..end), &vma_span, owner, snapshot);
         let mut present: Option<Present> = None;
         if present_only {
-            present = Some(self.present_around(
-                notifier,
-                &mmap,
-                &(addr..end),
-                &vma_span,
-                owner,
-                snapshot,
-            )?);
+            present = Some(read_present()?);
         }
         // Whether chunk `c` for a fault at `at` overlaps a range, `next` being the first range
         // that ends above `at`, or lacks pages it needs present.
@@ -482,14 +477,7 @@ impl<T: Driver> GpuSvm<T> {
                 return Err(ENOENT);
             }
             if needs_present {
-                present = Some(self.present_around(
-                    notifier,
-                    &mmap,
-                    &(addr..end),
-                    &vma_span,
-                    owner,
-                    snapshot,
-                )?);
+                present = Some(read_present()?);
                 continue;
             }
             let mut run = KVec::with_capacity(plan.len(), GFP_KERNEL)?;
