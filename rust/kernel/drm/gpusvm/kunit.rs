@@ -570,6 +570,11 @@ mod tests {
         Ok(())
     }
 
+    /// A GPU SVM of `map` whose ranges are one page each, as a run makes many.
+    fn page_svm(map: &UserMapping) -> Result<Arc<GpuSvm<Mock>>> {
+        Arc::pin_init(new_svm_of(map, ChunkSizes::new(&[PAGE_SIZE])?)?, GFP_KERNEL)
+    }
+
     /// The first page of `map` at the start of a block of `GpuSvm::RUN_BLOCK` bytes; `map` has
     /// room for two blocks from there.
     fn run_block_page(map: &UserMapping) -> usize {
@@ -582,10 +587,7 @@ mod tests {
         let per_block = GpuSvm::<Mock>::RUN_BLOCK / PAGE_SIZE;
         let map = UserMapping::new(3 * per_block)?;
         fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = Arc::pin_init(
-            new_svm_of(&map, ChunkSizes::new(&[PAGE_SIZE])?)?,
-            GFP_KERNEL,
-        )?;
+        let svm = page_svm(&map)?;
         let first = run_block_page(&map);
         // From the second page of a block: the run ends with the block, not with the span.
         let span = map.addr(first + 1)..map.addr(first + 2 * per_block);
@@ -623,10 +625,7 @@ mod tests {
     fn a_present_run_ends_at_the_first_range_the_cpu_did_not_touch() -> Result {
         let per_block = GpuSvm::<Mock>::RUN_BLOCK / PAGE_SIZE;
         let map = UserMapping::new(2 * per_block)?;
-        let svm = Arc::pin_init(
-            new_svm_of(&map, ChunkSizes::new(&[PAGE_SIZE])?)?,
-            GFP_KERNEL,
-        )?;
+        let svm = page_svm(&map)?;
         let first = run_block_page(&map);
         // Pages 0 to 3 and 5 touched; the run from page 1 maps 1 to 3, and inserts nothing more.
         for i in [0, 1, 2, 3, 5] {
@@ -656,10 +655,7 @@ mod tests {
         let per_block = GpuSvm::<Mock>::RUN_BLOCK / PAGE_SIZE;
         let map = UserMapping::new(2 * per_block)?;
         fill(&map, map.len() / PAGE_SIZE)?;
-        let svm = Arc::pin_init(
-            new_svm_of(&map, ChunkSizes::new(&[PAGE_SIZE])?)?,
-            GFP_KERNEL,
-        )?;
+        let svm = page_svm(&map)?;
         let owner = svm.owner(0)?;
         let first = run_block_page(&map);
         let span = map.addr(first)..map.addr(first + per_block);
@@ -674,12 +670,19 @@ mod tests {
         )?;
         assert_eq!(run.len(), per_block);
         let snap = snapshot.as_ref().ok_or(EINVAL)?;
-        let (pfns, _) = snap.pages(&span, owner).ok_or(EINVAL)?;
+        let notifier = svm.notifier_of(&run[0])?;
+        let (pfns, _) = snap.pages(notifier, &span, owner).ok_or(EINVAL)?;
         assert!(pfns.iter().all(|p| p.is_valid()));
-        // Only for the device pages of the owner it read them for, and only as many as it holds.
-        assert!(snap.pages(&span, other_owner()).is_none());
+        // Only under the notifier and for the device pages of the owner it read them for, and only
+        // as many as it holds.
+        let other = page_svm(&map)?;
+        let other_run = other.get_pages_run(span.clone(), 0..usize::MAX, 0, &Fault::present())?;
         assert!(snap
-            .pages(&(span.start..span.end + PAGE_SIZE), owner)
+            .pages(other.notifier_of(&other_run[0])?, &span, owner)
+            .is_none());
+        assert!(snap.pages(notifier, &span, other_owner()).is_none());
+        assert!(snap
+            .pages(notifier, &(span.start..span.end + PAGE_SIZE), owner)
             .is_none());
         // A page dropped after the snapshot: the run reads it again, a hole now.
         map.dontneed(first + 2, 1)?;

@@ -203,7 +203,7 @@ impl<T: Driver> GpuSvm<T> {
         ranges: &[R],
         device: usize,
         fault: &Fault<'_, T>,
-        snapshot: Option<&Snapshot>,
+        snapshot: Option<&Snapshot<T>>,
     ) -> Result {
         let owner = self.owner(device)?;
         let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
@@ -274,7 +274,7 @@ impl<T: Driver> GpuSvm<T> {
         // A snapshot is what a walk for `fault` reads if the fault would fault nothing in (or
         // takes what is present) and asks no more of a page than to be there.
         let mut reuse = snapshot
-            .and_then(|s| s.pages(&(start..last.span.end), owner))
+            .and_then(|s| s.pages(notifier, &(start..last.span.end), owner))
             .filter(|(part, _)| {
                 fault.present_only
                     || (!fault.write && fault.atomic.is_none() && part.iter().all(|p| p.is_valid()))

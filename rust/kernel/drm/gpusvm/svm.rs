@@ -114,7 +114,10 @@ impl<T: Driver> Slot<T> {
 /// The pages of up to a block of [`GpuSvm::RUN_BLOCK`] bytes that [`GpuSvm::find_or_insert_run`]
 /// read to tell which are present: stored by [`GpuSvm::get_pages_run`] in place of a second walk
 /// of the CPU page tables if no invalidation of the notifier came since.
-pub(super) struct Snapshot {
+pub(super) struct Snapshot<T: Driver> {
+    /// The notifier whose sequence number `seq` is: only its `read_retry` tells whether the
+    /// pages are still current.
+    notifier: *const IntervalNotifier<Notifier<T>>,
     start: usize,
     len: usize,
     pfns: [HmmPfn; ChunkSizes::MAX_PRESENT_ONLY_PAGES],
@@ -124,15 +127,16 @@ pub(super) struct Snapshot {
     owner: Option<DeviceOwner>,
 }
 
-impl Snapshot {
-    /// The pages of `span` as read for device pages of `owner`, and the sequence number to check
-    /// them with ([`IntervalNotifier::read_retry`]), if the snapshot holds them all.
+impl<T: Driver> Snapshot<T> {
+    /// The pages of `span` as read under `notifier` for device pages of `owner`, and the sequence
+    /// number to check them with (`notifier.read_retry()`), if the snapshot holds them all.
     pub(super) fn pages(
         &self,
+        notifier: &IntervalNotifier<Notifier<T>>,
         span: &ops::Range<usize>,
         owner: DeviceOwner,
     ) -> Option<(&[HmmPfn], &Seq)> {
-        if self.owner != Some(owner) {
+        if !core::ptr::eq(self.notifier, notifier) || self.owner != Some(owner) {
             return None;
         }
         let first = span.start.checked_sub(self.start)? / PAGE_SIZE;
@@ -375,7 +379,7 @@ impl<T: Driver> GpuSvm<T> {
         gpuva: ops::Range<usize>,
         present_only: bool,
         owner: Option<DeviceOwner>,
-        snapshot: &mut Option<Snapshot>,
+        snapshot: &mut Option<Snapshot<T>>,
     ) -> Result<KVec<Arc<Range<T>>>> {
         let addr = span.start;
         if !self.span.contains(&addr) {
@@ -568,7 +572,7 @@ impl<T: Driver> GpuSvm<T> {
         span: &ops::Range<usize>,
         vma: &ops::Range<usize>,
         owner: Option<DeviceOwner>,
-        snapshot: &mut Option<Snapshot>,
+        snapshot: &mut Option<Snapshot<T>>,
     ) -> Result<Present> {
         let size = self.chunks.present_only().max(PAGE_SIZE);
         let start = (span.start & !(size - 1)).max(vma.start);
@@ -578,6 +582,7 @@ impl<T: Driver> GpuSvm<T> {
             .unwrap_or(span.end)
             .min(vma.end);
         let snapshot = snapshot.insert(Snapshot {
+            notifier,
             start,
             len: 0,
             pfns: [HmmPfn::SNAPSHOT; ChunkSizes::MAX_PRESENT_ONLY_PAGES],
