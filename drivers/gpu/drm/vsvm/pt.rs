@@ -48,6 +48,16 @@ struct Leaf {
     mapped: usize,
 }
 
+/// What [`PageTable::bind`] bound.
+pub(crate) struct Bound {
+    /// How many of the ranges, from the first.
+    pub(crate) ranges: usize,
+    /// How many pages it mapped.
+    pub(crate) pages: usize,
+    /// The pfn of a page in VRAM among them, if there is one.
+    pub(crate) in_vram: Option<usize>,
+}
+
 /// Leaf tables allocated for a bind, before the page table lock is taken.
 pub(crate) struct Leaves(KVec<(RBTreeNodeReservation<usize, Leaf>, Leaf)>);
 
@@ -109,32 +119,49 @@ impl PageTable {
             .count()
     }
 
-    /// Sets the entries of the pages of `valid`, bound from `start`, one per page (holes are not
-    /// mapped), taking the leaf tables it lacks from `leaves`. Returns how many pages it maps,
-    /// and the pfn of one in VRAM if there is one. Fails with [`EAGAIN`] if `leaves` has too few
-    /// (a zap freed a leaf table since [`PageTable::missing`] was asked), having bound the pages
-    /// up to the leaf table it lacks; with [`EINVAL`] if the pages would end past the address
-    /// space.
-    pub(crate) fn bind(
+    /// Binds consecutive ranges, each given by its start and its pages (one entry a page; holes
+    /// are not mapped), up to the first that has no page to map. Takes the leaf tables it lacks
+    /// from `leaves`, and looks each leaf table up once for all the ranges in it: a run of small
+    /// ranges costs one lookup, not one a range.
+    ///
+    /// Fails, having bound nothing, with [`EAGAIN`] if `leaves` has too few (a zap freed a leaf
+    /// table since [`PageTable::missing`] was asked) and with [`EINVAL`] if the ranges are not
+    /// consecutive or would end past the address space.
+    pub(crate) fn bind<'v>(
         &mut self,
-        start: usize,
-        valid: &ValidPages<'_>,
+        ranges: impl Iterator<Item = (usize, ValidPages<'v>)> + Clone,
         leaves: &mut Leaves,
-    ) -> Result<(usize, Option<usize>)> {
-        let pfns = valid.pfns();
-        let span = pfns
-            .len()
-            .checked_mul(PAGE_SIZE)
-            .and_then(|len| start.checked_add(len))
-            .map(|end| start..end)
-            .ok_or(EINVAL)?;
-        if !pfns.iter().any(|p| p.is_valid()) {
-            return Ok((0, None));
+    ) -> Result<Bound> {
+        // The ranges to bind: those before the first with nothing to map, checked first.
+        let ranges = ranges.take_while(|(_, valid)| valid.pfns().iter().any(|p| p.is_valid()));
+        let (mut count, mut span) = (0, None::<Range<usize>>);
+        for (start, valid) in ranges.clone() {
+            let end = valid
+                .pfns()
+                .len()
+                .checked_mul(PAGE_SIZE)
+                .and_then(|len| start.checked_add(len))
+                .ok_or(EINVAL)?;
+            span = match span {
+                None => Some(start..end),
+                Some(s) if s.end == start => Some(s.start..end),
+                Some(_) => return Err(EINVAL),
+            };
+            count += 1;
         }
-        let shift = (span.end - span.start).trailing_zeros() as u8;
-        let atomic = valid.atomic();
-        let (mut pages, mut in_vram) = (0, None);
-        let mut i = 0usize;
+        let mut bound = Bound {
+            ranges: count,
+            pages: 0,
+            in_vram: None,
+        };
+        let Some(span) = span else {
+            return Ok(bound);
+        };
+        if self.missing(&span) > leaves.0.len() {
+            return Err(EAGAIN);
+        }
+        // The ranges left, the first of them from its page `i` on.
+        let (mut ranges, mut i) = (ranges.peekable(), 0usize);
         for block in leaf_blocks(&span) {
             if self.leaves.get(&block).is_none() {
                 let (node, leaf) = leaves.0.pop().ok_or(EAGAIN)?;
@@ -142,53 +169,35 @@ impl PageTable {
             }
             let mut cursor = leaf_at(&mut self.leaves, block).ok_or(EAGAIN)?;
             let (_, leaf) = cursor.current_mut();
-            // The pages of this leaf table, and their entries.
-            let end = (block.saturating_add(LEAF_SIZE).min(span.end) - start) / PAGE_SIZE;
-            // The address of the first: `span` was checked not to overflow.
-            let base = start.wrapping_add(i.wrapping_mul(PAGE_SIZE));
-            let part = pfns.get(i..end).ok_or(EINVAL)?;
-            let first = (base % LEAF_SIZE) / PAGE_SIZE;
-            let ptes = leaf.ptes.get_mut(first..first + part.len()).ok_or(EINVAL)?;
-            // Entries set and cleared, counted once for the leaf table.
-            let (mut set, mut cleared) = (0, 0);
-            // The pages of a huge mapping are one folio: all in VRAM, or none. One question a
-            // folio, the only one a page asks for memory without huge pages.
-            let (mut folio_left, mut vram) = (0, false);
-            // As long as each other: `min()` only spares the bounds checks in the loop.
-            for k in 0..part.len().min(ptes.len()) {
-                let (pfn, pte) = (part[k], &mut ptes[k]);
-                if folio_left == 0 {
-                    folio_left = match pfn.map_order() {
-                        // Its own folio, whatever the address.
-                        0 => 1,
-                        _ => pfn.pages_to_mapping_end(base.wrapping_add(k * PAGE_SIZE)),
-                    };
-                    vram = valid.device_private_owner(i + k).is_some();
-                    if vram && in_vram.is_none() {
-                        in_vram = pfn.pfn();
-                    }
+            let block_end = block.saturating_add(LEAF_SIZE);
+            // The parts of the ranges in this leaf table.
+            while let Some((start, valid)) = ranges.peek() {
+                let start = *start;
+                let pfns = valid.pfns();
+                // `start + pfns.len() * PAGE_SIZE` was checked not to overflow.
+                let base = start.wrapping_add(i.wrapping_mul(PAGE_SIZE));
+                let end = ((block_end - start) / PAGE_SIZE).min(pfns.len());
+                let part = pfns.get(i..end).ok_or(EINVAL)?;
+                let first = (base % LEAF_SIZE) / PAGE_SIZE;
+                let ptes = leaf.ptes.get_mut(first..first + part.len()).ok_or(EINVAL)?;
+                let (set, cleared) = write_ptes(ptes, part, base, valid, i, &mut bound.in_vram);
+                bound.pages += set;
+                leaf.mapped = leaf.mapped + set - cleared;
+                self.bound = self.bound + set - cleared;
+                if end < pfns.len() {
+                    // The range goes on in the next leaf table.
+                    i = end;
+                    break;
                 }
-                folio_left -= 1;
-                cleared += usize::from(pte.pfn.is_valid());
-                set += usize::from(pfn.is_valid());
-                *pte = Pte {
-                    pfn,
-                    vram,
-                    writable: pfn.is_writable(),
-                    atomic,
-                    shift,
-                };
+                ranges.next();
+                i = 0;
             }
-            i = end;
-            pages += set;
-            leaf.mapped = leaf.mapped + set - cleared;
-            self.bound = self.bound + set - cleared;
             // Holes bound over mapped entries may have emptied it.
             if leaf.mapped == 0 {
                 drop(cursor.remove_current());
             }
         }
-        Ok((pages, in_vram))
+        Ok(bound)
     }
 
     /// Zaps the entries of `span`; leaf tables left empty go (freeing is fine under the lock,
@@ -220,4 +229,49 @@ fn leaf_at(leaves: &mut RBTree<usize, Leaf>, block: usize) -> Option<CursorMut<'
     leaves
         .cursor_lower_bound_mut(&block)
         .filter(|cursor| *cursor.current().0 == block)
+}
+
+/// Sets `ptes` to map `pfns`, pages `first..` of the range of `valid`, the first at `base`.
+/// Notes a page in VRAM in `in_vram` if it has none yet. Returns how many entries now map a page
+/// and how many did before.
+fn write_ptes(
+    ptes: &mut [Pte],
+    pfns: &[HmmPfn],
+    base: usize,
+    valid: &ValidPages<'_>,
+    first: usize,
+    in_vram: &mut Option<usize>,
+) -> (usize, usize) {
+    let shift = (valid.pfns().len() * PAGE_SIZE).trailing_zeros() as u8;
+    let atomic = valid.atomic();
+    let (mut set, mut cleared) = (0, 0);
+    // The pages of a huge mapping are one folio: all in VRAM, or none. One question a folio, the
+    // only one a page asks for memory without huge pages.
+    let (mut folio_left, mut vram) = (0, false);
+    // As long as each other: `min()` only spares the bounds checks in the loop.
+    for k in 0..pfns.len().min(ptes.len()) {
+        let (pfn, pte) = (pfns[k], &mut ptes[k]);
+        if folio_left == 0 {
+            folio_left = match pfn.map_order() {
+                // Its own folio, whatever the address.
+                0 => 1,
+                _ => pfn.pages_to_mapping_end(base.wrapping_add(k * PAGE_SIZE)),
+            };
+            vram = valid.device_private_owner(first + k).is_some();
+            if vram && in_vram.is_none() {
+                *in_vram = pfn.pfn();
+            }
+        }
+        folio_left -= 1;
+        cleared += usize::from(pte.pfn.is_valid());
+        set += usize::from(pfn.is_valid());
+        *pte = Pte {
+            pfn,
+            vram,
+            writable: pfn.is_writable(),
+            atomic,
+            shift,
+        };
+    }
+    (set, cleared)
 }

@@ -3,7 +3,10 @@
 //! A VM of the simulated GPU: its GPU SVM, its page table, and the engine that runs jobs through
 //! the page table, resolving its page faults through the GPU SVM layer.
 
-use core::ops::Range as Span;
+use core::{
+    iter,
+    ops::Range as Span, //
+};
 use kernel::{
     drm::gpusvm::{
         AtomicPolicy,
@@ -53,6 +56,7 @@ use crate::{
         Outcome, //
     },
     pt::{
+        Bound,
         Leaves,
         PageTable,
         Pte,
@@ -139,12 +143,6 @@ fn byte_sum(words: &[u64]) -> u64 {
     }
     // The four lanes added up in the top one; their sum is below 65536 too.
     sum.wrapping_mul(0x0001_0001_0001_0001) >> 48
-}
-
-/// What [`Vm::bind`] bound.
-struct Bound {
-    /// A page of VRAM among them, if there is one.
-    in_vram: Option<usize>,
 }
 
 /// A GPU page fault in the fault queue: resolved by the fault handler, waited for by the engine.
@@ -405,10 +403,13 @@ impl Vm {
         let Some(valid) = svm.pages_valid(range, dev, &guard) else {
             return Ok(None);
         };
-        match pt.write().bind(range.span().start, &valid, &mut leaves) {
+        match pt
+            .write()
+            .bind(iter::once((range.span().start, valid)), &mut leaves)
+        {
             // A zap freed a leaf table meanwhile: start again.
             Err(e) if e == EAGAIN => Ok(None),
-            bound => Ok(Some(Bound { in_vram: bound?.1 })),
+            bound => Ok(Some(bound?)),
         }
     }
 
@@ -452,18 +453,19 @@ impl Vm {
             return start;
         };
         let guard = svm.notifier_read();
-        let mut pt = pt.write();
-        let mut end = start;
-        for range in &run {
-            let Some(valid) = svm.pages_valid(range, dev, &guard) else {
-                break;
-            };
-            match pt.bind(range.span().start, &valid, &mut leaves) {
-                Ok((pages, _)) if pages > 0 => end = range.span().end,
-                _ => break,
-            }
+        let valid = run.iter().map_while(|range| {
+            let pages = svm.pages_valid(range, dev, &guard)?;
+            Some((range.span().start, pages))
+        });
+        let bound = pt.write().bind(valid, &mut leaves);
+        match bound {
+            Ok(bound) => bound
+                .ranges
+                .checked_sub(1)
+                .and_then(|last| run.get(last))
+                .map_or(start, |last| last.span().end),
+            Err(_) => start,
         }
-        end
     }
 
     /// Raises a GPU page fault of device `dev` at `addr` for `access` into the fault queue, and

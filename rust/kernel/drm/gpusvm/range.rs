@@ -256,6 +256,7 @@ impl<T: Driver> Range<T> {
 /// Proof that the pages a device read of a range are current, obtained with
 /// [`GpuSvm::pages_valid`](super::GpuSvm::pages_valid): no invalidation can run while it lives,
 /// as it borrows the notifier lock. Bind that device's page table entries only with it.
+#[derive(Clone, Copy)]
 pub struct ValidPages<'a> {
     pub(super) pfns: &'a [HmmPfn],
     pub(super) dma: Option<&'a Devres<DmaMappings>>,
