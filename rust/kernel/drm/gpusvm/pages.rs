@@ -50,6 +50,17 @@ use core::{
     ops, //
 };
 
+/// What [`GpuSvm::read_pages`] keeps for a range across its passes: made before the notifier
+/// lock, under which nothing may allocate.
+struct Room {
+    /// How many invalidations of the range had reached the device before the pass.
+    count: u64,
+    /// Room for the pfns of the range; once they are stored, the old ones, freed after the lock.
+    pfns: Pfns,
+    /// Room for the DMA mappings of the range, if the fault asks for them.
+    dma: Option<Devres<DmaMappings>>,
+}
+
 /// How many invalidations of a range reached `device`; [`EINVAL`] if there is no such device.
 fn invalidations(state: &RangeState, device: usize) -> Result<u64> {
     Ok(state.device(device).ok_or(EINVAL)?.invalidations)
@@ -239,25 +250,23 @@ impl<T: Driver> GpuSvm<T> {
         // nothing may allocate and revoked when the device unbinds, and its invalidation count
         // before the walk.
         let whole = ranges.len() == 1 && npages > 1;
-        let mut stores = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
-        let mut dma = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
-        let mut counts = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
+        let mut rooms = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
         for r in ranges {
             let n = r.borrow().npages();
-            let store = if whole {
-                Pfns::Many(KVec::new())
-            } else {
-                Pfns::with_capacity(n)?
-            };
-            stores.push(store, GFP_KERNEL)?;
-            dma.push(
-                match fault.dma {
-                    Some(dev) => Some(Devres::new(dev, DmaMappings::with_capacity(n)?)?),
-                    None => None,
-                },
-                GFP_KERNEL,
-            )?;
-            counts.push(0u64, GFP_KERNEL)?;
+            rooms
+                .push_within_capacity(Room {
+                    count: 0,
+                    pfns: if whole {
+                        Pfns::Many(KVec::new())
+                    } else {
+                        Pfns::with_capacity(n)?
+                    },
+                    dma: match fault.dma {
+                        Some(dev) => Some(Devres::new(dev, DmaMappings::with_capacity(n)?)?),
+                        None => None,
+                    },
+                })
+                .map_err(|_| ENOMEM)?;
         }
         // Which pages are the device's own, told under the notifier lock (see `own_pages`):
         // needed to write or make pages exclusive only.
@@ -287,9 +296,9 @@ impl<T: Driver> GpuSvm<T> {
             }
             {
                 let _guard = self.notifier_lock.read();
-                for (count, r) in counts.iter_mut().zip(ranges) {
+                for (room, r) in rooms.iter_mut().zip(ranges) {
                     // SAFETY: The notifier lock is held for reading.
-                    *count = invalidations(unsafe { r.borrow().state.get() }, device)?;
+                    room.count = invalidations(unsafe { r.borrow().state.get() }, device)?;
                 }
             }
             // The snapshot's pages stand until an invalidation of the notifier since its walk,
@@ -313,7 +322,7 @@ impl<T: Driver> GpuSvm<T> {
                     if !fault.write {
                         return Ok(());
                     }
-                    if self.own_pages(ranges, device, &counts, &pfns, &mut own)? {
+                    if self.own_pages(ranges, device, &rooms, &pfns, &mut own)? {
                         // HMM reports the device's own pages as they are, also read-only ones
                         // (shared copy-on-write since a fork), which no write may use. Faulted
                         // without the owner they come back to system memory, where the write
@@ -356,43 +365,45 @@ impl<T: Driver> GpuSvm<T> {
             // notifier would otherwise keep starting each other over. The first range's pages
             // are stored, or none: a pass stores at most once, into room made before it.
             // SAFETY: The notifier lock is held for writing.
-            if stale || invalidations(unsafe { first.state.get() }, device)? != counts[0] {
+            if stale || invalidations(unsafe { first.state.get() }, device)? != rooms[0].count {
                 self.stats.retries.add(1);
                 stalled += 1;
                 continue;
             }
             let mut offset = 0;
-            for (i, r) in ranges.iter().enumerate() {
+            for (room, r) in rooms.iter_mut().zip(ranges) {
                 let r = r.borrow();
                 let part = offset..offset + r.npages();
                 offset = part.end;
                 // SAFETY: The notifier lock is held for writing; this is the only borrow.
                 let state = unsafe { r.state.get_mut() };
                 let pages = state.device_mut(device).ok_or(EINVAL)?;
-                if pages.invalidations != counts[i] {
+                if pages.invalidations != room.count {
                     // Invalidated during the walk: left without pages.
                     continue;
                 }
-                if let (Some(dev), Some(mappings)) = (fault.dma, &dma[i]) {
+                if let (Some(dev), Some(mappings)) = (fault.dma, &room.dma) {
                     if let Err(e) = self.map_pages(dev, &pfns[part.clone()], mappings) {
                         // Unmapped under the lock, as below.
-                        drop(dma[i].take());
+                        drop(room.dma.take());
                         return Err(e);
                     }
                 }
                 if whole {
-                    stores[i] = Pfns::Many(core::mem::replace(&mut pfns, KVec::new()));
+                    room.pfns = Pfns::Many(core::mem::replace(&mut pfns, KVec::new()));
                 } else {
                     // Room was made above: this does not allocate.
-                    stores[i].set(&pfns[part])?;
+                    room.pfns.set(&pfns[part])?;
                 }
-                // The old pfns go with `stores`, after the lock.
-                core::mem::swap(&mut pages.pfns, &mut stores[i]);
-                core::mem::swap(&mut pages.dma, &mut dma[i]);
+                // The old pfns go with `rooms`, after the lock.
+                core::mem::swap(&mut pages.pfns, &mut room.pfns);
+                core::mem::swap(&mut pages.dma, &mut room.dma);
                 // The old mappings are unmapped before the lock goes: once it does, an
                 // invalidation may let their pages be freed, and an unmap after that (which
                 // copies a bounce buffer back, with swiotlb) would write into a freed page.
-                drop(dma[i].take());
+                if let Some(old) = room.dma.take() {
+                    drop(old);
+                }
                 pages.valid = true;
                 pages.atomic = fault.atomic.is_some();
             }
@@ -425,7 +436,7 @@ impl<T: Driver> GpuSvm<T> {
     /// Tells which of `pfns`, just read for `ranges` by `device` (see [`GpuSvm::read_pages`]),
     /// are device pages of its owner, into `own` (which has room for them). Returns whether one
     /// of those is read-only. The pages of a range that an invalidation reaching the device
-    /// overlapped since its count was `counts[i]` count as not its own: they are not stored.
+    /// overlapped since its count was `rooms[i].count` count as not its own: they are not stored.
     ///
     /// Telling a device page needs its pagemap: under the notifier lock, with no invalidation of
     /// the range since the read, the pages are still mapped, so the pagemap stays registered.
@@ -433,7 +444,7 @@ impl<T: Driver> GpuSvm<T> {
         &self,
         ranges: &[R],
         device: usize,
-        counts: &[u64],
+        rooms: &[Room],
         pfns: &[HmmPfn],
         own: &mut KVec<bool>,
     ) -> Result<bool> {
@@ -442,12 +453,12 @@ impl<T: Driver> GpuSvm<T> {
         own.clear();
         let mut read_only = false;
         let mut offset = 0;
-        for (r, &count) in ranges.iter().zip(counts) {
+        for (r, room) in ranges.iter().zip(rooms) {
             let r = r.borrow();
             let part = &pfns[offset..offset + r.npages()];
             offset += r.npages();
             // SAFETY: The notifier lock is held for reading.
-            let current = invalidations(unsafe { r.state.get() }, device)? == count;
+            let current = invalidations(unsafe { r.state.get() }, device)? == room.count;
             let mut i = 0;
             while i < part.len() {
                 let pfn = part[i];
