@@ -23,6 +23,7 @@ use crate::{
     page::PAGE_SIZE,
     prelude::*,
     rbtree::{
+        CursorMut,
         RBTree,
         RBTreeNode, //
     },
@@ -351,5 +352,39 @@ pub(super) fn for_each_overlap<T: Driver>(
         }
         f(range);
         key = end.checked_add(1);
+    }
+}
+
+/// Inserts the new ranges of a run of consecutive ranges into `ranges`, which holds the other
+/// ranges of the run and none else over it. `nodes` has an entry per range of `run`: its node if
+/// it is new. From the last range back, a range that precedes another of the run goes in right
+/// before it ([`CursorMut::insert_prev`]), not by a walk down from the root.
+pub(super) fn insert_run<T: Driver>(
+    ranges: &mut RangeTree<T>,
+    run: &[Arc<Range<T>>],
+    mut nodes: KVec<Option<RangeNode<T>>>,
+) {
+    // On the range after the one at hand, if it is known.
+    let mut cursor: Option<CursorMut<'_, usize, Arc<Range<T>>>> = None;
+    while let Some(node) = nodes.pop() {
+        let Some(range) = run.get(nodes.len()) else {
+            break;
+        };
+        let key = range.span.end;
+        cursor = match (cursor.take(), node) {
+            (Some(cursor), None) => cursor.move_prev().filter(|c| *c.current().0 == key),
+            (None, None) => None,
+            (Some(mut cursor), Some(node)) => match cursor.insert_prev(node) {
+                Ok(()) => Some(cursor),
+                Err(node) => {
+                    ranges.insert(node);
+                    ranges.cursor_lower_bound_mut(&key)
+                }
+            },
+            (None, Some(node)) => {
+                ranges.insert(node);
+                ranges.cursor_lower_bound_mut(&key)
+            }
+        };
     }
 }

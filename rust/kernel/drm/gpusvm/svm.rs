@@ -12,6 +12,7 @@ use super::{
     range::{
         any_overlap,
         for_each_overlap,
+        insert_run,
         range_at,
         range_from,
         NotifierLocked,
@@ -514,16 +515,20 @@ impl<T: Driver> GpuSvm<T> {
                     }
                     _ => true,
                 };
-                for (i, node) in nodes.drain_all().enumerate() {
-                    let Some(node) = node else {
-                        continue;
-                    };
-                    if changed && any_overlap(ranges, &run[i].span) {
-                        // Another fault inserted a range there meanwhile: the run ends here.
-                        run.truncate(i);
-                        break;
+                if changed {
+                    for (i, node) in nodes.drain_all().enumerate() {
+                        let Some(node) = node else {
+                            continue;
+                        };
+                        if any_overlap(ranges, &run[i].span) {
+                            // Another fault inserted a range there meanwhile: the run ends here.
+                            run.truncate(i);
+                            break;
+                        }
+                        ranges.insert(node);
                     }
-                    ranges.insert(node);
+                } else {
+                    insert_run(ranges, &run, nodes);
                 }
             }
             if !run.is_empty() {
