@@ -464,6 +464,7 @@ impl<'a> Migration<'a> {
     ///
     /// `None` for holes, entries that cannot migrate, `n` out of the entry, and device pages
     /// (which have no kernel mapping: the driver reads those from its own memory, by pfn).
+    #[inline]
     pub fn system_page(&self, i: usize, n: usize) -> Option<BorrowedPage<'_>> {
         let src = self.src(i);
         if !src.can_migrate() || n >= self.entry_pages(i) {
@@ -485,6 +486,7 @@ impl<'a> Migration<'a> {
     ///
     /// `None` for holes, entries that cannot migrate, `n` out of the entry, and system pages. The
     /// page stays locked, and its device memory registered, while the migration lives.
+    #[inline]
     pub fn device_pfn(&self, i: usize, n: usize) -> Option<usize> {
         let src = self.src(i);
         if !src.can_migrate() || n >= self.entry_pages(i) {

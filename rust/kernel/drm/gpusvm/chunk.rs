@@ -168,6 +168,7 @@ pub(super) struct Present {
 
 impl Present {
     /// Whether a page of `span` is present.
+    #[inline]
     pub(super) fn any(&self, span: &Range<usize>) -> bool {
         let first = span.start.saturating_sub(self.start) / PAGE_SIZE;
         let end = span
@@ -179,6 +180,7 @@ impl Present {
     }
 
     /// Whether every page of `span` is present.
+    #[inline]
     pub(super) fn covers(&self, span: &Range<usize>) -> bool {
         let Some(first) = span.start.checked_sub(self.start).map(|o| o / PAGE_SIZE) else {
             return false;

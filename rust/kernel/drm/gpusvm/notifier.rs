@@ -73,6 +73,7 @@ impl NotifierUse {
 impl Clone for NotifierUse {
     /// Another use of the same notifier. It is in use already, so it cannot be removed
     /// meanwhile: no lock is needed.
+    #[inline]
     fn clone(&self) -> Self {
         self.0.fetch_add(1, Relaxed);
         Self(self.0.clone())
@@ -80,6 +81,7 @@ impl Clone for NotifierUse {
 }
 
 impl Drop for NotifierUse {
+    #[inline]
     fn drop(&mut self) {
         // Release: what the user did with the notifier happens before its removal, which reads
         // the count with `Acquire`.

@@ -62,6 +62,7 @@ struct Room {
 }
 
 /// How many invalidations of a range reached `device`; [`EINVAL`] if there is no such device.
+#[inline]
 fn invalidations(state: &RangeState, device: usize) -> Result<u64> {
     Ok(state.device(device).ok_or(EINVAL)?.invalidations)
 }

@@ -52,6 +52,7 @@ unsafe impl<T: Send> Send for NotifierLocked<T> {}
 unsafe impl<T: Send + Sync> Sync for NotifierLocked<T> {}
 
 impl<T> NotifierLocked<T> {
+    #[inline]
     pub(super) fn new(data: T) -> Self {
         Self(UnsafeCell::new(data))
     }
@@ -60,6 +61,7 @@ impl<T> NotifierLocked<T> {
     ///
     /// The caller holds the notifier lock of the `GpuSvm` this state belongs to, for reading or
     /// writing, for `'a`, and has no mutable borrow of the same state.
+    #[inline]
     pub(super) unsafe fn get<'a>(&'a self) -> &'a T {
         // SAFETY: The lock is held (safety requirements).
         unsafe { &*self.0.get() }
@@ -70,6 +72,7 @@ impl<T> NotifierLocked<T> {
     /// The caller holds the notifier lock of the `GpuSvm` this state belongs to for writing, for
     /// `'a`, and has no other borrow of the same state.
     #[expect(clippy::mut_from_ref)]
+    #[inline]
     pub(super) unsafe fn get_mut<'a>(&'a self) -> &'a mut T {
         // SAFETY: The write lock is held and the borrow is unique (safety requirements).
         unsafe { &mut *self.0.get() }
@@ -101,6 +104,7 @@ pub(super) enum Pfns {
 
 impl Pfns {
     /// Room for the pfns of `npages` pages, to [`Pfns::set`] without allocating.
+    #[inline]
     pub(super) fn with_capacity(npages: usize) -> Result<Self> {
         Ok(match npages {
             1 => Self::One(HmmPfn::default()),
@@ -109,6 +113,7 @@ impl Pfns {
     }
 
     /// Sets the pfns to `pfns`, in the room made for them ([`ENOMEM`] if there is too little).
+    #[inline]
     pub(super) fn set(&mut self, pfns: &[HmmPfn]) -> Result {
         match (self, pfns) {
             (Self::One(one), [pfn]) => *one = *pfn,
@@ -125,6 +130,7 @@ impl Pfns {
 impl core::ops::Deref for Pfns {
     type Target = [HmmPfn];
 
+    #[inline]
     fn deref(&self) -> &[HmmPfn] {
         match self {
             Self::One(pfn) => core::slice::from_ref(pfn),
@@ -188,6 +194,7 @@ impl RangeState {
     }
 
     /// The pages of device `device`, if the GPU SVM has it.
+    #[inline]
     pub(super) fn device(&self, device: usize) -> Option<&Pages> {
         match device {
             0 => Some(&self.first),
@@ -196,6 +203,7 @@ impl RangeState {
     }
 
     /// As [`RangeState::device`], mutably.
+    #[inline]
     pub(super) fn device_mut(&mut self, device: usize) -> Option<&mut Pages> {
         match device {
             0 => Some(&mut self.first),
