@@ -622,6 +622,50 @@ mod tests {
     }
 
     #[test]
+    fn a_run_inserts_between_the_ranges_it_finds() -> Result {
+        let per_block = GpuSvm::<Mock>::RUN_BLOCK / PAGE_SIZE;
+        let map = UserMapping::new(2 * per_block)?;
+        fill(&map, map.len() / PAGE_SIZE)?;
+        let svm = page_svm(&map)?;
+        let first = run_block_page(&map);
+        // Ranges before, inside and right after the run, inserted one by one.
+        let mut found = KVec::new();
+        for page in [0, 2, 3, 6, 9] {
+            found.push(
+                svm.find_or_insert(map.addr(first + page), 0..usize::MAX)?,
+                GFP_KERNEL,
+            )?;
+        }
+        let run = svm.get_pages_run(
+            map.addr(first)..map.addr(first + 9),
+            0..usize::MAX,
+            0,
+            &Fault::read(),
+        )?;
+        assert_eq!(run.len(), 9);
+        for (i, r) in run.iter().enumerate() {
+            assert_eq!(r.span(), map.addr(first + i)..map.addr(first + i + 1));
+            // The ranges found are those inserted before, and the tree finds every range.
+            for f in &found {
+                assert_eq!(Arc::ptr_eq(f, r), f.span() == r.span());
+            }
+            assert!(Arc::ptr_eq(
+                &svm.find(map.addr(first + i)).ok_or(EINVAL)?,
+                r
+            ));
+        }
+        assert_eq!(svm.count().0, 10);
+        // In address order in the tree. (Plain loops: iterator adapters over these types make
+        // symbol names longer than modpost takes.)
+        let all = svm.ranges_in(map.addr(first)..map.addr(first + 10))?;
+        assert_eq!(all.len(), 10);
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(r.span().start, map.addr(first + i));
+        }
+        Ok(())
+    }
+
+    #[test]
     fn a_present_run_ends_at_the_first_range_the_cpu_did_not_touch() -> Result {
         let per_block = GpuSvm::<Mock>::RUN_BLOCK / PAGE_SIZE;
         let map = UserMapping::new(2 * per_block)?;
