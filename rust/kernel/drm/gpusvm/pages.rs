@@ -57,7 +57,8 @@ struct Room {
     count: u64,
     /// Room for the pfns of the range; once they are stored, the old ones, freed after the lock.
     pfns: Pfns,
-    /// Room for the DMA mappings of the range, if the fault asks for them.
+    /// Room for the DMA mappings of the range, if the fault asks for them: made under the
+    /// notifier lock, and revoked when the device unbinds.
     dma: Option<Devres<DmaMappings>>,
 }
 
@@ -246,10 +247,8 @@ impl<T: Driver> GpuSvm<T> {
         }
         let mut pfns = KVec::with_capacity(npages, GFP_KERNEL)?;
         pfns.resize(npages, HmmPfn::default(), GFP_KERNEL)?;
-        // Per range: room for its pages (a copy of its part of `pfns`, or `pfns` itself for one
-        // range of several pages), room for its DMA mappings, made under the notifier lock where
-        // nothing may allocate and revoked when the device unbinds, and its invalidation count
-        // before the walk.
+        // A `Room` per range; its pages are a copy of its part of `pfns`, or `pfns` itself for
+        // one range of several pages.
         let whole = ranges.len() == 1 && npages > 1;
         let mut rooms = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
         for r in ranges {
@@ -401,7 +400,8 @@ impl<T: Driver> GpuSvm<T> {
                 core::mem::swap(&mut pages.dma, &mut room.dma);
                 // The old mappings are unmapped before the lock goes: once it does, an
                 // invalidation may let their pages be freed, and an unmap after that (which
-                // copies a bounce buffer back, with swiotlb) would write into a freed page.
+                // copies a bounce buffer back, with swiotlb) would write into a freed page. Most
+                // faults have none: told here, not in a call per range.
                 if let Some(old) = room.dma.take() {
                     drop(old);
                 }
