@@ -445,6 +445,35 @@ igt_main
 		munmap(p, size);
 	}
 
+	igt_describe("Writes, reads and copies of any size from any byte, within and across pages");
+	igt_subtest("unaligned") {
+		static const uint64_t offs[] = { 1, 7, 9, PAGE - 3, PAGE - 8 };
+		static const uint64_t sizes[] = { 1, 3, 8, 13, PAGE + 5 };
+		/* The source spans two pages and a few bytes, the copy's target the rest. */
+		uint8_t *p = fresh(5 * PAGE, 0), *dst = p + 2 * PAGE;
+		unsigned int i, j;
+		uint64_t k;
+
+		for (i = 0; i < ARRAY_SIZE(offs); i++)
+			for (j = 0; j < ARRAY_SIZE(sizes); j++) {
+				uint64_t off = offs[i], size = sizes[j];
+				uint64_t to = offs[(i + 1) % ARRAY_SIZE(offs)];
+
+				memset(p, 0x11, 5 * PAGE);
+				vsvm_write(fd, vm, p + off, size, 0xa5);
+				for (k = 0; k < 2 * PAGE + 8; k++)
+					igt_assert_eq(p[k], k - off < size ? 0xa5 : 0x11);
+				igt_assert_eq_u64(vsvm_read(fd, vm, p + off - 1, size + 2),
+						  vsvm_cpu_sum(p + off - 1, size + 2));
+				igt_assert_eq(__vsvm_copy(fd, vm, dst + to, p + off - 1, size + 2),
+					      0);
+				igt_assert(!memcmp(dst + to, p + off - 1, size + 2));
+				igt_assert_eq(dst[to - 1], 0x11);
+				igt_assert_eq(dst[to + size + 2], 0x11);
+			}
+		munmap(p, 5 * PAGE);
+	}
+
 	igt_describe("A VM can ask for smaller ranges than its device's largest");
 	igt_subtest_with_dynamic("vm-range-size") {
 		static const struct {

@@ -108,41 +108,119 @@ impl Access {
     }
 }
 
-/// Calls `f` on the bursts of the `len` bytes from offset `off` of a page.
-fn for_each_burst(off: usize, len: usize, mut f: impl FnMut(usize, usize) -> Result) -> Result {
-    let mut at = off;
-    while at < off + len {
-        let n = (off + len - at).min(BURST);
-        f(at, n)?;
-        at += n;
-    }
-    Ok(())
+/// Runs `f` on the words of `page` that bytes `span` of it overlap, and the offset of the first:
+/// the engine accesses memory in place, a word at a time with atomic operations, as user space
+/// and the engines of other devices may access it meanwhile.
+fn with_words<R>(
+    page: &Page,
+    span: &Span<usize>,
+    f: impl FnOnce(&[Atomic<u64>], usize) -> R,
+) -> Result<R> {
+    let start = span.start & !7;
+    let end = span.end.checked_next_multiple_of(8).ok_or(EINVAL)?;
+    // SAFETY: The engines access the pages they map with atomic operations only. The layer copies
+    // a page to migrate it, or frees it, only after an invalidation zapped its entry under the
+    // lock of the page table, which the engine holds while it runs `f` (see `Vm::access`).
+    unsafe { page.with_atomic_words(start, end.saturating_sub(start), |words| f(words, start)) }
+}
+
+/// The mask of the bytes of the word at byte `at` of a page that lie in `span`.
+fn byte_mask(at: usize, span: &Span<usize>) -> u64 {
+    u64::from_ne_bytes(core::array::from_fn(|b| {
+        if span.contains(&(at + b)) {
+            0xff
+        } else {
+            0
+        }
+    }))
+}
+
+/// Calls `f` on each word of `page` that bytes `span` of it overlap, with its offset; `f` takes
+/// the bytes it needs of it.
+fn load_words(page: &Page, span: Span<usize>, mut f: impl FnMut(usize, u64)) -> Result {
+    with_words(page, &span, |words, start| {
+        for (at, word) in (start..).step_by(8).zip(words) {
+            f(at, word.load(Relaxed));
+        }
+    })
+}
+
+/// Writes bytes `span` of `page`, a word at a time: `word_at(at)` gives the word at byte `at`.
+/// Its bytes outside `span` are left as they are.
+fn store_words(page: &Page, span: Span<usize>, word_at: impl Fn(usize) -> u64) -> Result {
+    with_words(page, &span, |words, start| {
+        let last = start + 8 * words.len().saturating_sub(1);
+        for (at, word) in (start..).step_by(8).zip(words) {
+            // Only the first and the last word can have bytes outside `span`.
+            let mask = if at == start || at == last {
+                byte_mask(at, &span)
+            } else {
+                u64::MAX
+            };
+            let new = word_at(at);
+            if mask == u64::MAX {
+                word.store(new, Relaxed);
+                continue;
+            }
+            // The bytes outside keep what user space or another engine writes there meanwhile.
+            let mut old = word.load(Relaxed);
+            while let Err(now) = word.cmpxchg(old, (old & !mask) | (new & mask), Relaxed) {
+                old = now;
+            }
+        }
+    })
+}
+
+/// The bytes of a word as four 16-bit lanes, each the sum of two bytes.
+fn lanes(w: u64) -> u64 {
+    const LOW_BYTES: u64 = 0x00ff_00ff_00ff_00ff;
+    (w & LOW_BYTES).wrapping_add((w >> 8) & LOW_BYTES)
+}
+
+/// The sum of the four lanes of `lanes`, which must not have carried over (below 65536).
+fn lanes_sum(lanes: u64) -> u64 {
+    lanes.wrapping_mul(0x0001_0001_0001_0001) >> 48
 }
 
 /// The sum of the bytes of at most a burst of `words`, eight at a time, as a GPU would add them
 /// in parallel.
-fn byte_sum(words: &[u64]) -> u64 {
-    const LOW_BYTES: u64 = 0x00ff_00ff_00ff_00ff;
-    // The bytes of a word as four 16-bit lanes, each the sum of two bytes.
-    let lanes = |w: u64| (w & LOW_BYTES).wrapping_add((w >> 8) & LOW_BYTES);
+fn byte_sum(words: &[Atomic<u64>]) -> u64 {
     // Each lane adds up at most 2 * 32 bytes of 255: none carries over, so no addition wraps.
     // Wrapping adds only spare the overflow checks, which would double the instructions of the
     // loop; four words a round spare most of the loop's own.
     let mut quads = words.chunks_exact(4);
     let mut sum = 0u64;
     for quad in &mut quads {
-        if let &[a, b, c, d] = quad {
-            let four = lanes(a)
-                .wrapping_add(lanes(b))
-                .wrapping_add(lanes(c).wrapping_add(lanes(d)));
+        if let [a, b, c, d] = quad {
+            let four = lanes(a.load(Relaxed))
+                .wrapping_add(lanes(b.load(Relaxed)))
+                .wrapping_add(lanes(c.load(Relaxed)).wrapping_add(lanes(d.load(Relaxed))));
             sum = sum.wrapping_add(four);
         }
     }
     for w in quads.remainder() {
-        sum = sum.wrapping_add(lanes(*w));
+        sum = sum.wrapping_add(lanes(w.load(Relaxed)));
     }
-    // The four lanes added up in the top one; their sum is below 65536 too.
-    sum.wrapping_mul(0x0001_0001_0001_0001) >> 48
+    lanes_sum(sum)
+}
+
+/// The sum of bytes `span` of `page`, read in place.
+fn page_sum(page: &Page, span: Span<usize>) -> Result<u64> {
+    with_words(page, &span, |words, start| {
+        let Some((first, rest)) = words.split_first() else {
+            return 0;
+        };
+        // The first and the last word have their bytes outside `span` masked out.
+        let (body, last) = match rest.split_last() {
+            Some((last, body)) => (body, Some((last, start + 8 * rest.len()))),
+            None => (rest, None),
+        };
+        let mut edges = lanes(first.load(Relaxed) & byte_mask(start, &span));
+        if let Some((last, at)) = last {
+            edges = edges.wrapping_add(lanes(last.load(Relaxed) & byte_mask(at, &span)));
+        }
+        lanes_sum(edges) + body.chunks(BURST / 8).map(byte_sum).sum::<u64>()
+    })
 }
 
 /// A GPU page fault in the fault queue: resolved by the fault handler, waited for by the engine.
@@ -608,35 +686,20 @@ impl Vm {
         match op.kind {
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_WRITE => {
                 // CAST: The low byte is the value to write.
-                let bytes = [op.value as u8; BURST];
+                let word = u64::from_ne_bytes([op.value as u8; 8]);
                 self.for_each_piece(op.addr, op.size, PAGE_SIZE, |addr, len| {
                     self.access(dev, addr, Access::Write, |page, off| {
-                        for_each_burst(off, len, |at, n| {
-                            // SAFETY: `bytes` is valid for reads of `n <= BURST` bytes.
-                            unsafe { page.write_raw(bytes.as_ptr(), at, n) }
-                        })
+                        store_words(page, off..off + len, |_| word)
                     })
                 })?;
                 Ok(0)
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_READ => {
                 let mut sum = 0u64;
-                // The bytes of a page are copied with the page table locked and added up after,
-                // into room for the largest piece: no more than the operation reads.
-                let piece = usize::try_from(op.size)?.min(PAGE_SIZE);
-                let mut words = KVec::<u64>::with_capacity(piece.div_ceil(8), GFP_KERNEL)?;
-                words.resize(piece.div_ceil(8), 0, GFP_KERNEL)?;
                 self.for_each_piece(op.addr, op.size, PAGE_SIZE, |addr, len| {
-                    let used = words.get_mut(..len.div_ceil(8)).ok_or(EINVAL)?;
-                    // The bytes past `len` in the last word must add nothing.
-                    if let Some(last) = used.last_mut() {
-                        *last = 0;
-                    }
-                    self.access(dev, addr, Access::Read, |page, off| {
-                        // SAFETY: `used` is valid for writes of `len <= PAGE_SIZE` bytes.
-                        unsafe { page.read_raw(used.as_mut_ptr().cast(), off, len) }
+                    sum += self.access(dev, addr, Access::Read, |page, off| {
+                        page_sum(page, off..off + len)
                     })?;
-                    sum += used.chunks(BURST / 8).map(byte_sum).sum::<u64>();
                     Ok(())
                 })?;
                 Ok(sum)
@@ -644,15 +707,10 @@ impl Vm {
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_ATOMIC_ADD => {
                 let addr = usize::try_from(op.addr)?;
                 self.access(dev, addr, Access::Atomic, |page, off| {
-                    let _interconnect = self.device(dev)?.vram.device().atomic();
-                    let mut word = [0u8; 8];
-                    // SAFETY: `word` is valid for 8 bytes; the word lies in the page (aligned).
-                    unsafe { page.read_raw(word.as_mut_ptr(), off, 8)? };
-                    let old = u64::from_ne_bytes(word);
-                    let new = old.wrapping_add(op.value).to_ne_bytes();
-                    // SAFETY: As above.
-                    unsafe { page.write_raw(new.as_ptr(), off, 8)? };
-                    Ok(old)
+                    with_words(page, &(off..off + 8), |words, _| match words {
+                        [word] => Ok(word.fetch_add(op.value, Relaxed)),
+                        _ => Err(EINVAL),
+                    })?
                 })
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_COPY => {
@@ -664,16 +722,28 @@ impl Vm {
                     // The source may cross a page where the destination does not.
                     let first = len.min(PAGE_SIZE - src % PAGE_SIZE);
                     for (at, n) in [(0, first), (first, len - first)] {
+                        let part = bytes.get_mut(at..at + n).ok_or(EINVAL)?;
                         if n > 0 {
                             self.access(dev, src + at, Access::Read, |page, off| {
-                                // SAFETY: `bytes[at..]` is valid for writes of `n` bytes.
-                                unsafe { page.read_raw(bytes[at..].as_mut_ptr(), off, n) }
+                                load_words(page, off..off + n, |word_at, word| {
+                                    for (b, byte) in (word_at..).zip(word.to_ne_bytes()) {
+                                        let to = b.checked_sub(off).and_then(|k| part.get_mut(k));
+                                        if let Some(to) = to {
+                                            *to = byte;
+                                        }
+                                    }
+                                })
                             })?;
                         }
                     }
+                    let bytes = bytes.get(..len).ok_or(EINVAL)?;
                     self.access(dev, dst, Access::Write, |page, off| {
-                        // SAFETY: `bytes` is valid for reads of `len <= BURST` bytes.
-                        unsafe { page.write_raw(bytes.as_ptr(), off, len) }
+                        store_words(page, off..off + len, |word_at| {
+                            u64::from_ne_bytes(core::array::from_fn(|b| {
+                                let from = (word_at + b).checked_sub(off);
+                                from.and_then(|k| bytes.get(k)).copied().unwrap_or(0)
+                            }))
+                        })
                     })
                 })?;
                 Ok(0)

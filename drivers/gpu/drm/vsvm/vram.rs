@@ -42,8 +42,7 @@ use kernel::{
         CondVar,
         CondVarTimeoutResult,
         Mutex,
-        SpinLock,
-        SpinLockGuard, //
+        SpinLock, //
     },
     time::{
         msecs_to_jiffies,
@@ -149,11 +148,6 @@ pub(crate) struct Group {
     /// it (room for every device is made up front).
     #[pin]
     members: SpinLock<KVec<(Range<usize>, Arc<Backing>)>>,
-    /// Serialises the atomics of the group's engines, as the interconnect does: two devices may
-    /// both map a page for atomics (a page of one's VRAM, or a system page exclusive to their
-    /// common owner).
-    #[pin]
-    atomics: SpinLock<()>,
 }
 
 impl Group {
@@ -163,7 +157,6 @@ impl Group {
         Arc::pin_init(
             pin_init!(Self {
                 members <- new_spinlock!(members, "vsvm_group"),
-                atomics <- new_spinlock!((), "vsvm_group_atomics"),
             }),
             GFP_KERNEL,
         )
@@ -173,11 +166,6 @@ impl Group {
     /// can take its address while a page of theirs is in use.
     pub(crate) fn owner(&self) -> DeviceOwner {
         DeviceOwner::from_ref(self)
-    }
-
-    /// Takes the interconnect for an atomic operation of an engine of the group.
-    pub(crate) fn atomic(&self) -> SpinLockGuard<'_, ()> {
-        self.atomics.lock()
     }
 
     /// Adds the VRAM `mem` of a device to the group. Fails with [`ENOSPC`] if the group has no
@@ -335,11 +323,6 @@ impl Vram {
     pub(crate) fn backing<'a>(mem: &'a DeviceMemory<Mirror>, pfn: usize) -> Result<&'a Page> {
         let idx = pfn.checked_sub(mem.pfns().start).ok_or(EINVAL)?;
         mem.device().backing.get(idx).ok_or(EINVAL)
-    }
-
-    /// Takes the interconnect of the device's group for an atomic operation of its engine.
-    pub(crate) fn atomic(&self) -> SpinLockGuard<'_, ()> {
-        self.group.atomic()
     }
 
     /// Runs `f` on the system page backing device page `pfn`, of `mem` or of a peer of its
