@@ -82,6 +82,10 @@ const MAX_FAULTS_PER_ACCESS: u32 = 16;
 /// The bytes the engine moves at a time.
 const BURST: usize = 256;
 
+/// The pages the engine works on under one hold of a page table's lock: an invalidation waits
+/// for no more.
+const PAGES_PER_LOCK: usize = 64;
+
 /// What the engine needs of a page.
 #[derive(Clone, Copy, PartialEq)]
 enum Access {
@@ -108,6 +112,12 @@ impl Access {
     }
 }
 
+/// The addresses an operation works on.
+fn op_span(op: &uapi::drm_vsvm_op) -> Result<Span<usize>> {
+    let start = usize::try_from(op.addr)?;
+    Ok(start..start.checked_add(usize::try_from(op.size)?).ok_or(EINVAL)?)
+}
+
 /// Runs `f` on the words of `page` that bytes `span` of it overlap, and the offset of the first:
 /// the engine accesses memory in place, a word at a time with atomic operations, as user space
 /// and the engines of other devices may access it meanwhile.
@@ -126,13 +136,14 @@ fn with_words<R>(
 
 /// The mask of the bytes of the word at byte `at` of a page that lie in `span`.
 fn byte_mask(at: usize, span: &Span<usize>) -> u64 {
-    u64::from_ne_bytes(core::array::from_fn(|b| {
-        if span.contains(&(at + b)) {
-            0xff
-        } else {
-            0
-        }
-    }))
+    // The first `n` bytes of a word in memory, as a little-endian mask.
+    let first = |n: usize| match n {
+        0 => 0,
+        1..=7 => u64::MAX >> (64 - 8 * n),
+        _ => u64::MAX,
+    };
+    let (from, to) = (span.start.saturating_sub(at), span.end.saturating_sub(at));
+    u64::from_le(first(to) & !first(from))
 }
 
 /// Calls `f` on each word of `page` that bytes `span` of it overlap, with its offset; `f` takes
@@ -148,26 +159,27 @@ fn load_words(page: &Page, span: Span<usize>, mut f: impl FnMut(usize, u64)) -> 
 /// Writes bytes `span` of `page`, a word at a time: `word_at(at)` gives the word at byte `at`.
 /// Its bytes outside `span` are left as they are.
 fn store_words(page: &Page, span: Span<usize>, word_at: impl Fn(usize) -> u64) -> Result {
-    with_words(page, &span, |words, start| {
-        let last = start + 8 * words.len().saturating_sub(1);
-        for (at, word) in (start..).step_by(8).zip(words) {
-            // Only the first and the last word can have bytes outside `span`.
-            let mask = if at == start || at == last {
-                byte_mask(at, &span)
-            } else {
-                u64::MAX
-            };
-            let new = word_at(at);
-            if mask == u64::MAX {
-                word.store(new, Relaxed);
-                continue;
-            }
-            // The bytes outside keep what user space or another engine writes there meanwhile.
-            let mut old = word.load(Relaxed);
-            while let Err(now) = word.cmpxchg(old, (old & !mask) | (new & mask), Relaxed) {
-                old = now;
-            }
+    // Only the first and the last word can have bytes outside `span`: those keep what user space
+    // or another engine writes there meanwhile.
+    let merge = |word: &Atomic<u64>, at: usize| {
+        let (mask, new) = (byte_mask(at, &span), word_at(at));
+        let mut old = word.load(Relaxed);
+        while let Err(now) = word.cmpxchg(old, (old & !mask) | (new & mask), Relaxed) {
+            old = now;
         }
+    };
+    with_words(page, &span, |words, start| {
+        let Some((first, rest)) = words.split_first() else {
+            return;
+        };
+        merge(first, start);
+        let Some((last, body)) = rest.split_last() else {
+            return;
+        };
+        for (at, word) in (start + 8..).step_by(8).zip(body) {
+            word.store(word_at(at), Relaxed);
+        }
+        merge(last, start + 8 * rest.len());
     })
 }
 
@@ -574,9 +586,8 @@ impl Vm {
         }
     }
 
-    /// Runs `f` on the page at `addr` with the access `access` by device `dev`, faulting it in
-    /// as needed. `f` runs with the device's page table locked, so no invalidation can take the
-    /// page away meanwhile.
+    /// Runs `f` on the page at `addr` with the access `access` by device `dev`, and the offset of
+    /// `addr` in it, as [`Vm::access_pages`] does.
     fn access<R>(
         self: &Arc<Self>,
         dev: usize,
@@ -584,28 +595,69 @@ impl Vm {
         access: Access,
         f: impl FnOnce(&Page, usize) -> Result<R>,
     ) -> Result<R> {
+        let (mut f, mut result) = (Some(f), None);
+        self.access_pages(dev, addr..addr.saturating_add(1), access, |page, part| {
+            if let Some(f) = f.take() {
+                result = Some(f(page, part.start)?);
+            }
+            Ok(())
+        })?;
+        result.ok_or(EFAULT)
+    }
+
+    /// Runs `f` on each page that `span` overlaps with the access `access` by device `dev`, and
+    /// the part of `span` in it (offsets into the page), faulting pages in as needed. `f` runs
+    /// with the device's page table locked, so no invalidation can take the page away meanwhile;
+    /// the lock is held across up to [`PAGES_PER_LOCK`] pages, not taken again for each, which
+    /// the engines of other threads would contend for.
+    fn access_pages(
+        self: &Arc<Self>,
+        dev: usize,
+        span: Span<usize>,
+        access: Access,
+        mut f: impl FnMut(&Page, Span<usize>) -> Result,
+    ) -> Result {
         let mirror = self.svm.driver();
         let (pt, vram) = (mirror.pt(dev)?, &self.device(dev)?.vram);
-        let page_addr = addr & !(PAGE_SIZE - 1);
-        if self.closing.load(Relaxed) != 0 {
-            return Err(ENODEV);
-        }
-        for _ in 0..MAX_FAULTS_PER_ACCESS {
-            {
+        let (mut at, mut faults) = (span.start, 0);
+        while at < span.end {
+            if self.closing.load(Relaxed) != 0 {
+                return Err(ENODEV);
+            }
+            let missing = {
                 let pt = pt.read();
-                if let Some(pte) = pt.lookup(page_addr).filter(|p| access.allowed(p)) {
-                    let off = addr - page_addr;
+                let mut pages = 0;
+                loop {
+                    let page_addr = at & !(PAGE_SIZE - 1);
+                    if at >= span.end || pages == PAGES_PER_LOCK {
+                        break None;
+                    }
+                    let Some(pte) = pt.lookup(page_addr).filter(|p| access.allowed(p)) else {
+                        break Some(page_addr);
+                    };
+                    let end = span.end.min(page_addr.saturating_add(PAGE_SIZE));
+                    let part = at - page_addr..end - page_addr;
                     if pte.vram {
                         // In VRAM, its own or a peer's: the engine works on its backing page.
                         let pfn = pte.pfn.pfn().ok_or(EFAULT)?;
-                        return Vram::with_backing(vram, pfn, |page| f(page, off));
+                        Vram::with_backing(vram, pfn, |page| f(page, part))?;
+                    } else {
+                        // SAFETY: The entry is in the page table, whose lock is held: the page
+                        // cannot be freed before an invalidation zaps the entry, which needs the
+                        // lock.
+                        let page = unsafe { pte.pfn.page() }.ok_or(EFAULT)?;
+                        f(&page, part)?;
                     }
-                    // SAFETY: The entry is in the page table, whose lock is held: the page cannot
-                    // be freed before an invalidation zaps the entry, which needs the lock.
-                    let page = unsafe { pte.pfn.page() }.ok_or(EFAULT)?;
-                    return f(&page, off);
+                    (at, pages, faults) = (end, pages + 1, 0);
                 }
+            };
+            let Some(page_addr) = missing else {
+                continue;
+            };
+            if faults == MAX_FAULTS_PER_ACCESS {
+                return Err(EAGAIN);
             }
+            faults += 1;
             mirror.gpu_faults.fetch_add(1, Relaxed);
             match self.raise_fault(dev, page_addr, access) {
                 // No mapping there, or outside the VM: a bad address.
@@ -613,7 +665,7 @@ impl Vm {
                 res => res?,
             }
         }
-        Err(EAGAIN)
+        Ok(())
     }
 
     /// Stops the engine for this VM: jobs end with `ENODEV` at their next page.
@@ -687,19 +739,15 @@ impl Vm {
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_WRITE => {
                 // CAST: The low byte is the value to write.
                 let word = u64::from_ne_bytes([op.value as u8; 8]);
-                self.for_each_piece(op.addr, op.size, PAGE_SIZE, |addr, len| {
-                    self.access(dev, addr, Access::Write, |page, off| {
-                        store_words(page, off..off + len, |_| word)
-                    })
+                self.access_pages(dev, op_span(op)?, Access::Write, |page, part| {
+                    store_words(page, part, |_| word)
                 })?;
                 Ok(0)
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_READ => {
                 let mut sum = 0u64;
-                self.for_each_piece(op.addr, op.size, PAGE_SIZE, |addr, len| {
-                    sum += self.access(dev, addr, Access::Read, |page, off| {
-                        page_sum(page, off..off + len)
-                    })?;
+                self.access_pages(dev, op_span(op)?, Access::Read, |page, part| {
+                    sum += page_sum(page, part)?;
                     Ok(())
                 })?;
                 Ok(sum)
@@ -715,7 +763,7 @@ impl Vm {
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_COPY => {
                 let delta = op.src.wrapping_sub(op.addr);
-                self.for_each_piece(op.addr, op.size, BURST, |dst, len| {
+                self.for_each_piece(op_span(op)?, BURST, |dst, len| {
                     // CAST: `src + size` was checked not to overflow.
                     let src = dst.wrapping_add(delta as usize);
                     let mut bytes = [0u8; BURST];
@@ -752,19 +800,16 @@ impl Vm {
         }
     }
 
-    /// Calls `f` on the pieces of `[addr, addr + size)` that lie in one page, `max` bytes at
-    /// most each.
+    /// Calls `f` on the pieces of `span` that lie in one page, `max` bytes at most each.
     fn for_each_piece(
         &self,
-        addr: u64,
-        size: u64,
+        span: Span<usize>,
         max: usize,
         mut f: impl FnMut(usize, usize) -> Result,
     ) -> Result {
-        let mut at = usize::try_from(addr)?;
-        let end = at.checked_add(usize::try_from(size)?).ok_or(EINVAL)?;
-        while at < end {
-            let len = (end - at).min(max).min(PAGE_SIZE - at % PAGE_SIZE);
+        let mut at = span.start;
+        while at < span.end {
+            let len = (span.end - at).min(max).min(PAGE_SIZE - at % PAGE_SIZE);
             f(at, len)?;
             at += len;
         }
