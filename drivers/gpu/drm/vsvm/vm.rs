@@ -130,7 +130,7 @@ fn with_words<R>(
     let end = span.end.checked_next_multiple_of(8).ok_or(EINVAL)?;
     // SAFETY: The engines access the pages they map with atomic operations only. The layer copies
     // a page to migrate it, or frees it, only after an invalidation zapped its entry under the
-    // lock of the page table, which the engine holds while it runs `f` (see `Vm::access`).
+    // lock of the page table, which the engine holds while it runs `f` (see `Vm::access_pages`).
     unsafe { page.with_atomic_words(start, end.saturating_sub(start), |words| f(words, start)) }
 }
 
