@@ -146,13 +146,27 @@ fn byte_mask(at: usize, span: &Span<usize>) -> u64 {
     u64::from_le(first(to) & !first(from))
 }
 
-/// Calls `f` on each word of `page` that bytes `span` of it overlap, with its offset; `f` takes
-/// the bytes it needs of it.
-fn load_words(page: &Page, span: Span<usize>, mut f: impl FnMut(usize, u64)) -> Result {
+/// Reads bytes `span` of `page` into `dst`, as long as `span`, a word at a time.
+fn load_bytes(page: &Page, span: Span<usize>, dst: &mut [u8]) -> Result {
     with_words(page, &span, |words, start| {
         for (at, word) in (start..).step_by(8).zip(words) {
-            f(at, word.load(Relaxed));
+            for (b, byte) in (at..).zip(word.load(Relaxed).to_ne_bytes()) {
+                if let Some(to) = b.checked_sub(span.start).and_then(|k| dst.get_mut(k)) {
+                    *to = byte;
+                }
+            }
         }
+    })
+}
+
+/// Writes `src`, as long as `span`, to bytes `span` of `page` (see [`store_words`]).
+fn store_bytes(page: &Page, span: Span<usize>, src: &[u8]) -> Result {
+    let from = span.start;
+    store_words(page, span, |at| {
+        u64::from_ne_bytes(core::array::from_fn(|b| {
+            let k = (at + b).checked_sub(from);
+            k.and_then(|k| src.get(k)).copied().unwrap_or(0)
+        }))
     })
 }
 
@@ -773,25 +787,13 @@ impl Vm {
                         let part = bytes.get_mut(at..at + n).ok_or(EINVAL)?;
                         if n > 0 {
                             self.access(dev, src + at, Access::Read, |page, off| {
-                                load_words(page, off..off + n, |word_at, word| {
-                                    for (b, byte) in (word_at..).zip(word.to_ne_bytes()) {
-                                        let to = b.checked_sub(off).and_then(|k| part.get_mut(k));
-                                        if let Some(to) = to {
-                                            *to = byte;
-                                        }
-                                    }
-                                })
+                                load_bytes(page, off..off + n, part)
                             })?;
                         }
                     }
                     let bytes = bytes.get(..len).ok_or(EINVAL)?;
                     self.access(dev, dst, Access::Write, |page, off| {
-                        store_words(page, off..off + len, |word_at| {
-                            u64::from_ne_bytes(core::array::from_fn(|b| {
-                                let from = (word_at + b).checked_sub(off);
-                                from.and_then(|k| bytes.get(k)).copied().unwrap_or(0)
-                            }))
-                        })
+                        store_bytes(page, off..off + len, bytes)
                     })
                 })?;
                 Ok(0)
