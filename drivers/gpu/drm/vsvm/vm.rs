@@ -82,9 +82,9 @@ const MAX_FAULTS_PER_ACCESS: u32 = 16;
 /// The bytes the engine moves at a time.
 const BURST: usize = 256;
 
-/// The pages the engine works on under one hold of a page table's lock: an invalidation waits
-/// for no more.
-const PAGES_PER_LOCK: usize = 64;
+/// The pages an engine translates at a time, and works on before it translates more: its TLB.
+/// An invalidation waits for an engine's work on no more.
+const TLB_ENTRIES: usize = 32;
 
 /// What the engine needs of a page.
 #[derive(Clone, Copy, PartialEq)]
@@ -129,8 +129,8 @@ fn with_words<R>(
     let start = span.start & !7;
     let end = span.end.checked_next_multiple_of(8).ok_or(EINVAL)?;
     // SAFETY: The engines access the pages they map with atomic operations only. The layer copies
-    // a page to migrate it, or frees it, only after an invalidation zapped its entry under the
-    // lock of the page table, which the engine holds while it runs `f` (see `Vm::access_pages`).
+    // a page to migrate it, or frees it, only after an invalidation zapped its entry and took the
+    // page table's TLB lock, which the engine holds while it runs `f` (see `Vm::access_pages`).
     unsafe { page.with_atomic_words(start, end.saturating_sub(start), |words| f(words, start)) }
 }
 
@@ -286,19 +286,38 @@ const MAX_JOBS: usize = uapi::DRM_VSVM_MAX_JOBS as usize;
 /// The most attribute spans of a VM.
 const MAX_ATTRS: usize = uapi::DRM_VSVM_MAX_ATTRS as usize;
 
-/// A device page table: read by the engines, each access to a page under the read lock, so that
-/// engines on one VM run in parallel; written by binds and invalidations.
-type DevicePageTable = Pin<KBox<RwSemaphore<PageTable>>>;
+/// The page table of a device, and the engines' hold on the pages they translated through it.
+///
+/// Two locks, so that a fault's bind never waits for another engine's work on its pages: the
+/// table's is held briefly by lookups, binds and zaps; `tlb` is held for reading by each engine
+/// across the pages of a batch of lookups (its TLB), and for writing by an invalidation after its
+/// zap (the TLB flush), which so waits for every engine that may still work on a page it zapped.
+#[pin_data]
+struct DevicePageTable {
+    #[pin]
+    table: RwSemaphore<PageTable>,
+    #[pin]
+    tlb: RwSemaphore<()>,
+}
+
+impl DevicePageTable {
+    fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            table <- new_rwsem!(PageTable::new(), "vsvm_page_table"),
+            tlb <- new_rwsem!((), "vsvm_tlb"),
+        })
+    }
+}
 
 /// The GPU side of a VM's GPU SVM: a page table per device of the VM, in the VM's device order.
 pub(crate) struct Mirror {
-    pts: KVec<DevicePageTable>,
+    pts: KVec<Pin<KBox<DevicePageTable>>>,
     gpu_faults: Atomic<u64>,
 }
 
 impl Mirror {
     /// The page table of the VM's device `dev`.
-    fn pt(&self, dev: usize) -> Result<&RwSemaphore<PageTable>> {
+    fn pt(&self, dev: usize) -> Result<&DevicePageTable> {
         self.pts.get(dev).map(|pt| &**pt).ok_or(EINVAL)
     }
 }
@@ -310,10 +329,11 @@ impl Driver for Mirror {
     type Access = CpuAccess;
 
     fn invalidate(&self, _range: &Range<Self>, device: usize, span: Span<usize>, _event: Event) {
-        // The engine accesses memory with the page table read-locked: once this has held the
-        // write lock, it cannot reach the pages of `span` any more (the simulated TLB flush).
         if let Ok(pt) = self.pt(device) {
-            pt.write().zap(&span);
+            pt.table.write().zap(&span);
+            // No engine translates an address of `span` any more; one may still work on a page it
+            // translated before: wait for it.
+            drop(pt.tlb.write());
         }
     }
 
@@ -392,8 +412,10 @@ impl Vm {
         let mut pts = KVec::with_capacity(devices.len(), GFP_KERNEL)?;
         for device in devices.iter() {
             owners.push(device.vram.owner(), GFP_KERNEL)?;
-            let pt = KBox::pin_init(new_rwsem!(PageTable::new(), "vsvm_page_table"), GFP_KERNEL)?;
-            pts.push(pt, GFP_KERNEL)?;
+            pts.push(
+                KBox::pin_init(DevicePageTable::new(), GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
         }
         let mirror = Mirror {
             pts,
@@ -497,7 +519,7 @@ impl Vm {
         fault: &Fault<'_, Mirror>,
     ) -> Result<Option<Bound>> {
         let svm = &self.svm;
-        let pt = svm.driver().pt(dev)?;
+        let pt = &svm.driver().pt(dev)?.table;
         svm.get_pages(range, dev, fault)?;
         // Allocated before the locks (and after the read lock for counting them goes): the page
         // table lock is taken in `invalidate`, which reclaim may call.
@@ -551,6 +573,7 @@ impl Vm {
         let (Ok(pt), Some(last)) = (svm.driver().pt(dev), run.last()) else {
             return start;
         };
+        let pt = &pt.table;
         // Allocated before the locks, as in `bind`.
         let missing = pt.read().missing(&(start..last.span().end));
         let Ok(mut leaves) = Leaves::new(missing) else {
@@ -620,10 +643,10 @@ impl Vm {
     }
 
     /// Runs `f` on each page that `span` overlaps with the access `access` by device `dev`, and
-    /// the part of `span` in it (offsets into the page), faulting pages in as needed. `f` runs
-    /// with the device's page table locked, so no invalidation can take the page away meanwhile;
-    /// the lock is held across up to [`PAGES_PER_LOCK`] pages, not taken again for each, which
-    /// the engines of other threads would contend for.
+    /// the part of `span` in it (offsets into the page), faulting pages in as needed. The engine
+    /// translates up to [`TLB_ENTRIES`] pages at a time, then works on them holding the page
+    /// table's TLB lock, so that no invalidation takes them away meanwhile; another engine's
+    /// fault binds meanwhile.
     fn access_pages(
         self: &Arc<Self>,
         dev: usize,
@@ -634,37 +657,46 @@ impl Vm {
         let mirror = self.svm.driver();
         let (pt, vram) = (mirror.pt(dev)?, &self.device(dev)?.vram);
         let (mut at, mut faults) = (span.start, 0);
+        let mut tlb = [Pte::default(); TLB_ENTRIES];
         while at < span.end {
             if self.closing.load(Relaxed) != 0 {
                 return Err(ENODEV);
             }
-            let missing = {
-                let pt = pt.read();
-                let mut pages = 0;
-                loop {
-                    let page_addr = at & !(PAGE_SIZE - 1);
-                    if at >= span.end || pages == PAGES_PER_LOCK {
-                        break None;
+            let first = at & !(PAGE_SIZE - 1);
+            let flush = pt.tlb.read();
+            let (mut entries, mut missing) = (0, None);
+            {
+                let table = pt.table.read();
+                for (k, entry) in tlb.iter_mut().enumerate() {
+                    let page_addr = first.saturating_add(k * PAGE_SIZE);
+                    if page_addr >= span.end {
+                        break;
                     }
-                    let Some(pte) = pt.lookup(page_addr).filter(|p| access.allowed(p)) else {
-                        break Some(page_addr);
+                    let Some(pte) = table.lookup(page_addr).filter(|p| access.allowed(p)) else {
+                        missing = Some(page_addr);
+                        break;
                     };
-                    let end = span.end.min(page_addr.saturating_add(PAGE_SIZE));
-                    let part = at - page_addr..end - page_addr;
-                    if pte.vram {
-                        // In VRAM, its own or a peer's: the engine works on its backing page.
-                        let pfn = pte.pfn.pfn().ok_or(EFAULT)?;
-                        Vram::with_backing(vram, pfn, |page| f(page, part))?;
-                    } else {
-                        // SAFETY: The entry is in the page table, whose lock is held: the page
-                        // cannot be freed before an invalidation zaps the entry, which needs the
-                        // lock.
-                        let page = unsafe { pte.pfn.page() }.ok_or(EFAULT)?;
-                        f(&page, part)?;
-                    }
-                    (at, pages, faults) = (end, pages + 1, 0);
+                    (*entry, entries) = (pte, k + 1);
                 }
-            };
+            }
+            for (k, pte) in tlb.iter().take(entries).enumerate() {
+                let page_addr = first.saturating_add(k * PAGE_SIZE);
+                let end = span.end.min(page_addr.saturating_add(PAGE_SIZE));
+                let part = at - page_addr..end - page_addr;
+                if pte.vram {
+                    // In VRAM, its own or a peer's: the engine works on its backing page.
+                    let pfn = pte.pfn.pfn().ok_or(EFAULT)?;
+                    Vram::with_backing(vram, pfn, |page| f(page, part))?;
+                } else {
+                    // SAFETY: The entry was in the page table after `flush` was taken, and
+                    // `flush` is held: an invalidation zaps the entry before the page can be
+                    // freed, and then waits for `flush` to go.
+                    let page = unsafe { pte.pfn.page() }.ok_or(EFAULT)?;
+                    f(&page, part)?;
+                }
+                (at, faults) = (end, 0);
+            }
+            drop(flush);
             let Some(page_addr) = missing else {
                 continue;
             };
@@ -846,7 +878,7 @@ impl Vm {
         out: &mut [uapi::drm_vsvm_pte],
     ) -> Result {
         let vram = &self.device(dev)?.vram;
-        let pt = self.svm.driver().pt(dev)?.read();
+        let pt = self.svm.driver().pt(dev)?.table.read();
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = match pt.lookup(addr + i * PAGE_SIZE) {
                 None => uapi::drm_vsvm_pte::default(),
@@ -937,7 +969,7 @@ impl Vm {
         stats.gc_ranges = s.gc_ranges.get();
         // CAST: Counts of objects in memory fit in 64 bits.
         stats.ranges = self.svm.count().0 as u64;
-        stats.bound_pages = self.svm.driver().pt(0)?.read().bound() as u64;
+        stats.bound_pages = self.svm.driver().pt(0)?.table.read().bound() as u64;
         stats.migrations_to_vram = s.migrations_to_vram.get();
         stats.bytes_to_vram = s.bytes_to_vram.get();
         stats.bytes_evicted = s.bytes_evicted.get();

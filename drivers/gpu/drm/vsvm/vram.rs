@@ -144,8 +144,8 @@ type Backing = KVVec<Page>;
 #[pin_data]
 pub(crate) struct Group {
     /// The VRAM of each device of the group: its pfns and its backing pages. Looked up by the
-    /// engines under their page table locks, which invalidations take: nothing allocates under
-    /// it (room for every device is made up front).
+    /// engines under their page tables' TLB locks, which invalidations take: nothing allocates
+    /// under it (room for every device is made up front).
     #[pin]
     members: SpinLock<KVec<(Range<usize>, Arc<Backing>)>>,
 }
