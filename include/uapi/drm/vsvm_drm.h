@@ -57,8 +57,8 @@ extern "C" {
  *
  * No ioctl changes the device for other processes. Faults are injected for
  * tests through the kernel's fault-injection framework, by root, in debugfs:
- * vsvm/<device>/{fail_alloc,fail_copy,partial_migration,delay_fault}/ and
- * vsvm/<device>/fault_delay_us.
+ * vsvm/<device>/{fail_alloc,fail_copy,partial_migration,delay_fault,
+ * delay_engine}/ and vsvm/<device>/fault_delay_us.
  */
 
 /**

@@ -248,6 +248,37 @@ static void test_munmap_vs_job(bool vram)
 }
 
 /*
+ * A migration that comes while the engine works on a page it translated
+ * waits for it (the TLB flush): the engine is held back after its lookup,
+ * and the page moves to VRAM with the job's write, not without it.
+ */
+static void test_migrate_vs_engine(void)
+{
+	uint8_t *p = vsvm_aligned_mmap(SZ_2M, SZ_2M, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS);
+	struct drm_vsvm_op op = {
+		.kind = DRM_VSVM_OP_WRITE, .addr = (uintptr_t)p, .size = PAGE, .value = 0x22,
+	};
+	uint64_t job;
+
+	memset(p, 0x11, SZ_2M);
+	/* The page is mapped writable: the job translates it without a fault. */
+	vsvm_write(fd, vm, p, PAGE, 0x11);
+	vsvm_fault_delay(fd, 100000);
+	vsvm_fail(fd, "delay_engine", 1);
+	job = vsvm_exec_async(fd, vm, &op, 1);
+	usleep(20000);
+	vsvm_prefetch(fd, vm, p, SZ_2M, DRM_VSVM_REGION_VRAM);
+	igt_assert_eq(__vsvm_wait(fd, vm, job, -1, NULL), 0);
+	vsvm_fail(fd, "delay_engine", 0);
+	vsvm_fault_delay(fd, 0);
+	for (unsigned int i = 0; i < PAGE; i++)
+		igt_assert_f(p[i] == 0x22, "p[%u] = %#x: the job's write was lost\n", i, p[i]);
+	igt_assert_eq(p[PAGE], 0x11);
+	munmap(p, SZ_2M);
+}
+
+/*
  * CPU and GPU take turns incrementing one counter; with VRAM preferred, the
  * page migrates on every GPU turn and comes back on every CPU turn.
  */
@@ -461,6 +492,9 @@ igt_main
 	igt_describe("munmap while a GPU job works on the memory in VRAM");
 	igt_subtest("munmap-vs-job-vram")
 		test_munmap_vs_job(true);
+	igt_describe("A migration waits for the engine's work on the pages it translated");
+	igt_subtest("migrate-vs-engine")
+		test_migrate_vs_engine();
 	igt_describe("CPU and GPU take turns on one counter in system memory");
 	igt_subtest("ping-pong")
 		test_ping_pong(false);

@@ -679,6 +679,11 @@ impl Vm {
                     (*entry, entries) = (pte, k + 1);
                 }
             }
+            if entries > 0 {
+                if let Some(delay) = vram.device().faults.engine_delay() {
+                    fsleep(delay);
+                }
+            }
             for (k, pte) in tlb.iter().take(entries).enumerate() {
                 let page_addr = first.saturating_add(k * PAGE_SIZE);
                 let end = span.end.min(page_addr.saturating_add(PAGE_SIZE));

@@ -92,7 +92,7 @@ struct Shared {
     next_id: Atomic<u64>,
 }
 
-/// The longest GPU fault delay that can be injected, in microseconds.
+/// The longest delay that can be injected, in microseconds.
 const MAX_FAULT_DELAY_US: u32 = 100_000;
 
 /// Faults to inject, for tests of the error paths: fault-injection attributes whose knobs root
@@ -106,7 +106,11 @@ pub(crate) struct Faults {
     pub(crate) partial_migration: Pin<KBox<debugfs::File<FaultAttr>>>,
     /// GPU faults are handled late, by `fault_delay_us`.
     delay_fault: Pin<KBox<debugfs::File<FaultAttr>>>,
-    /// The delay of `delay_fault` in microseconds, up to `MAX_FAULT_DELAY_US`.
+    /// The engine works late, by `fault_delay_us`, on the pages it translated: an invalidation
+    /// meanwhile waits for it.
+    delay_engine: Pin<KBox<debugfs::File<FaultAttr>>>,
+    /// The delay of `delay_fault` and `delay_engine` in microseconds, up to
+    /// `MAX_FAULT_DELAY_US`.
     fault_delay_us: Pin<KBox<debugfs::File<Atomic<u32>>>>,
 }
 
@@ -119,6 +123,7 @@ impl Faults {
             fail_copy: attr(c"fail_copy")?,
             partial_migration: attr(c"partial_migration")?,
             delay_fault: attr(c"delay_fault")?,
+            delay_engine: attr(c"delay_engine")?,
             fault_delay_us: KBox::pin_init(
                 dir.read_write_file(c"fault_delay_us", Atomic::new(0u32)),
                 GFP_KERNEL,
@@ -128,7 +133,16 @@ impl Faults {
 
     /// How late the GPU fault at hand is to be handled, if at all.
     pub(crate) fn fault_delay(&self) -> Option<Delta> {
-        if !self.delay_fault.should_fail() {
+        self.delay(&self.delay_fault)
+    }
+
+    /// How late the engine is to work on the pages it just translated, if at all.
+    pub(crate) fn engine_delay(&self) -> Option<Delta> {
+        self.delay(&self.delay_engine)
+    }
+
+    fn delay(&self, attr: &FaultAttr) -> Option<Delta> {
+        if !attr.should_fail() {
             return None;
         }
         let us = self.fault_delay_us.load(Relaxed).min(MAX_FAULT_DELAY_US);

@@ -560,7 +560,8 @@ static void knob(int dfd, const char *name, const char *value)
 /**
  * vsvm_fail:
  * @fd: a vsvm device
- * @fault: "fail_alloc", "fail_copy", "partial_migration" or "delay_fault"
+ * @fault: "fail_alloc", "fail_copy", "partial_migration", "delay_fault" or
+ *	   "delay_engine"
  * @times: how many of the next operations fail; 0 stops it
  *
  * Injects faults into the device of @fd through its fault-injection knobs in
@@ -580,6 +581,28 @@ void vsvm_fail(int fd, const char *fault, int times)
 	knob(dfd, "interval", "1");
 	knob(dfd, "probability", times ? "100" : "0");
 	knob(dfd, "times", n);
+	close(dfd);
+}
+
+/**
+ * vsvm_fault_delay:
+ * @fd: a vsvm device
+ * @us: the delay in microseconds (the device caps it at 100000)
+ *
+ * Sets how late "delay_fault" and "delay_engine" (see vsvm_fail()) make the
+ * device's fault handler and engine. Skips the test without the knob.
+ */
+void vsvm_fault_delay(int fd, unsigned int us)
+{
+	char dir[PATH_MAX], buf[256], n[16];
+	int dfd;
+
+	snprintf(dir, sizeof(dir), "/sys/kernel/debug/vsvm/%s",
+		 device_name(fd, buf, sizeof(buf)));
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	igt_require_f(dfd >= 0, "no fault injection knobs in %s\n", dir);
+	snprintf(n, sizeof(n), "%u", us);
+	knob(dfd, "fault_delay_us", n);
 	close(dfd);
 }
 

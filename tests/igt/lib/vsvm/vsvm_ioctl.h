@@ -53,6 +53,7 @@ uint32_t vsvm_pte_flags(int fd, uint32_t vm, const void *addr);
 uint32_t vsvm_pte_flags_device(int fd, uint32_t vm, uint32_t device, const void *addr);
 void vsvm_stats(int fd, uint32_t vm, struct drm_vsvm_stats *stats);
 void vsvm_fail(int fd, const char *fault, int times);
+void vsvm_fault_delay(int fd, unsigned int us);
 
 uint64_t vsvm_cpu_sum(const void *addr, uint64_t size);
 void *vsvm_aligned_mmap(uint64_t size, uint64_t align, int prot, int flags);
