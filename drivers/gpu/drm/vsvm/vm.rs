@@ -645,8 +645,8 @@ impl Vm {
     /// Runs `f` on each page that `span` overlaps with the access `access` by device `dev`, and
     /// the part of `span` in it (offsets into the page), faulting pages in as needed. The engine
     /// translates up to [`TLB_ENTRIES`] pages at a time, then works on them holding the page
-    /// table's TLB lock, so that no invalidation takes them away meanwhile; another engine's
-    /// fault binds meanwhile.
+    /// table's TLB lock, so that no invalidation takes them away meanwhile. A fault of another
+    /// engine still binds in the meantime: it takes only the table's lock.
     fn access_pages(
         self: &Arc<Self>,
         dev: usize,
