@@ -121,16 +121,21 @@ fn op_span(op: &uapi::drm_vsvm_op) -> Result<Span<usize>> {
 /// Runs `f` on the words of `page` that bytes `span` of it overlap, and the offset of the first:
 /// the engine accesses memory in place, a word at a time with atomic operations, as user space
 /// and the engines of other devices may access it meanwhile.
-fn with_words<R>(
+///
+/// # Safety
+///
+/// No kernel code may access `page` other than with atomic operations until this returns: the
+/// caller holds the TLB lock of the page table that maps it (see [`Vm::access_pages`]).
+unsafe fn with_words<R>(
     page: &Page,
     span: &Span<usize>,
     f: impl FnOnce(&[Atomic<u64>], usize) -> R,
 ) -> Result<R> {
     let start = span.start & !7;
     let end = span.end.checked_next_multiple_of(8).ok_or(EINVAL)?;
-    // SAFETY: The engines access the pages they map with atomic operations only. The layer copies
-    // a page to migrate it, or frees it, only after an invalidation zapped its entry and took the
-    // page table's TLB lock, which the engine holds while it runs `f` (see `Vm::access_pages`).
+    // SAFETY: The engines access the pages they map with atomic operations only, and by the
+    // function's contract nothing else of the kernel does meanwhile: the layer copies a page to
+    // migrate it, or frees it, only after an invalidation zapped its entry and took the TLB lock.
     unsafe { page.with_atomic_words(start, end.saturating_sub(start), |words| f(words, start)) }
 }
 
@@ -147,32 +152,50 @@ fn byte_mask(at: usize, span: &Span<usize>) -> u64 {
 }
 
 /// Reads bytes `span` of `page` into `dst`, as long as `span`, a word at a time.
-fn load_bytes(page: &Page, span: Span<usize>, dst: &mut [u8]) -> Result {
-    with_words(page, &span, |words, start| {
-        for (at, word) in (start..).step_by(8).zip(words) {
-            for (b, byte) in (at..).zip(word.load(Relaxed).to_ne_bytes()) {
-                if let Some(to) = b.checked_sub(span.start).and_then(|k| dst.get_mut(k)) {
-                    *to = byte;
+///
+/// # Safety
+///
+/// As for [`with_words`].
+unsafe fn load_bytes(page: &Page, span: Span<usize>, dst: &mut [u8]) -> Result {
+    // SAFETY: The caller keeps the contract of `with_words`.
+    unsafe {
+        with_words(page, &span, |words, start| {
+            for (at, word) in (start..).step_by(8).zip(words) {
+                for (b, byte) in (at..).zip(word.load(Relaxed).to_ne_bytes()) {
+                    if let Some(to) = b.checked_sub(span.start).and_then(|k| dst.get_mut(k)) {
+                        *to = byte;
+                    }
                 }
             }
-        }
-    })
+        })
+    }
 }
 
 /// Writes `src`, as long as `span`, to bytes `span` of `page` (see [`store_words`]).
-fn store_bytes(page: &Page, span: Span<usize>, src: &[u8]) -> Result {
+///
+/// # Safety
+///
+/// As for [`with_words`].
+unsafe fn store_bytes(page: &Page, span: Span<usize>, src: &[u8]) -> Result {
     let from = span.start;
-    store_words(page, span, |at| {
-        u64::from_ne_bytes(core::array::from_fn(|b| {
-            let k = (at + b).checked_sub(from);
-            k.and_then(|k| src.get(k)).copied().unwrap_or(0)
-        }))
-    })
+    // SAFETY: The caller keeps the contract of `with_words`.
+    unsafe {
+        store_words(page, span, |at| {
+            u64::from_ne_bytes(core::array::from_fn(|b| {
+                let k = (at + b).checked_sub(from);
+                k.and_then(|k| src.get(k)).copied().unwrap_or(0)
+            }))
+        })
+    }
 }
 
 /// Writes bytes `span` of `page`, a word at a time: `word_at(at)` gives the word at byte `at`.
 /// Its bytes outside `span` are left as they are.
-fn store_words(page: &Page, span: Span<usize>, word_at: impl Fn(usize) -> u64) -> Result {
+///
+/// # Safety
+///
+/// As for [`with_words`].
+unsafe fn store_words(page: &Page, span: Span<usize>, word_at: impl Fn(usize) -> u64) -> Result {
     // Only the first and the last word can have bytes outside `span`: those keep what user space
     // or another engine writes there meanwhile.
     let merge = |word: &Atomic<u64>, at: usize| {
@@ -182,19 +205,22 @@ fn store_words(page: &Page, span: Span<usize>, word_at: impl Fn(usize) -> u64) -
             old = now;
         }
     };
-    with_words(page, &span, |words, start| {
-        let Some((first, rest)) = words.split_first() else {
-            return;
-        };
-        merge(first, start);
-        let Some((last, body)) = rest.split_last() else {
-            return;
-        };
-        for (at, word) in (start + 8..).step_by(8).zip(body) {
-            word.store(word_at(at), Relaxed);
-        }
-        merge(last, start + 8 * rest.len());
-    })
+    // SAFETY: The caller keeps the contract of `with_words`.
+    unsafe {
+        with_words(page, &span, |words, start| {
+            let Some((first, rest)) = words.split_first() else {
+                return;
+            };
+            merge(first, start);
+            let Some((last, body)) = rest.split_last() else {
+                return;
+            };
+            for (at, word) in (start + 8..).step_by(8).zip(body) {
+                word.store(word_at(at), Relaxed);
+            }
+            merge(last, start + 8 * rest.len());
+        })
+    }
 }
 
 /// The bytes of a word as four 16-bit lanes, each the sum of two bytes.
@@ -231,22 +257,29 @@ fn byte_sum(words: &[Atomic<u64>]) -> u64 {
 }
 
 /// The sum of bytes `span` of `page`, read in place.
-fn page_sum(page: &Page, span: Span<usize>) -> Result<u64> {
-    with_words(page, &span, |words, start| {
-        let Some((first, rest)) = words.split_first() else {
-            return 0;
-        };
-        // The first and the last word have their bytes outside `span` masked out.
-        let (body, last) = match rest.split_last() {
-            Some((last, body)) => (body, Some((last, start + 8 * rest.len()))),
-            None => (rest, None),
-        };
-        let mut edges = lanes(first.load(Relaxed) & byte_mask(start, &span));
-        if let Some((last, at)) = last {
-            edges = edges.wrapping_add(lanes(last.load(Relaxed) & byte_mask(at, &span)));
-        }
-        lanes_sum(edges) + body.chunks(BURST / 8).map(byte_sum).sum::<u64>()
-    })
+///
+/// # Safety
+///
+/// As for [`with_words`].
+unsafe fn page_sum(page: &Page, span: Span<usize>) -> Result<u64> {
+    // SAFETY: The caller keeps the contract of `with_words`.
+    unsafe {
+        with_words(page, &span, |words, start| {
+            let Some((first, rest)) = words.split_first() else {
+                return 0;
+            };
+            // The first and the last word have their bytes outside `span` masked out.
+            let (body, last) = match rest.split_last() {
+                Some((last, body)) => (body, Some((last, start + 8 * rest.len()))),
+                None => (rest, None),
+            };
+            let mut edges = lanes(first.load(Relaxed) & byte_mask(start, &span));
+            if let Some((last, at)) = last {
+                edges = edges.wrapping_add(lanes(last.load(Relaxed) & byte_mask(at, &span)));
+            }
+            lanes_sum(edges) + body.chunks(BURST / 8).map(byte_sum).sum::<u64>()
+        })
+    }
 }
 
 /// A GPU page fault in the fault queue: resolved by the fault handler, waited for by the engine.
@@ -791,14 +824,16 @@ impl Vm {
                 // CAST: The low byte is the value to write.
                 let word = u64::from_ne_bytes([op.value as u8; 8]);
                 self.access_pages(dev, op_span(op)?, Access::Write, |page, part| {
-                    store_words(page, part, |_| word)
+                    // SAFETY: `access_pages` holds the TLB lock while it runs this closure.
+                    unsafe { store_words(page, part, |_| word) }
                 })?;
                 Ok(0)
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_READ => {
                 let mut sum = 0u64;
                 self.access_pages(dev, op_span(op)?, Access::Read, |page, part| {
-                    sum += page_sum(page, part)?;
+                    // SAFETY: `access_pages` holds the TLB lock while it runs this closure.
+                    sum += unsafe { page_sum(page, part) }?;
                     Ok(())
                 })?;
                 Ok(sum)
@@ -806,10 +841,12 @@ impl Vm {
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_ATOMIC_ADD => {
                 let addr = usize::try_from(op.addr)?;
                 self.access(dev, addr, Access::Atomic, |page, off| {
-                    with_words(page, &(off..off + 8), |words, _| match words {
+                    let add = |words: &[Atomic<u64>], _| match words {
                         [word] => Ok(word.fetch_add(op.value, Relaxed)),
                         _ => Err(EINVAL),
-                    })?
+                    };
+                    // SAFETY: `access` holds the TLB lock while it runs this closure.
+                    unsafe { with_words(page, &(off..off + 8), add) }?
                 })
             }
             uapi::drm_vsvm_op_kind_DRM_VSVM_OP_COPY => {
@@ -824,13 +861,15 @@ impl Vm {
                         let part = bytes.get_mut(at..at + n).ok_or(EINVAL)?;
                         if n > 0 {
                             self.access(dev, src + at, Access::Read, |page, off| {
-                                load_bytes(page, off..off + n, part)
+                                // SAFETY: `access` holds the TLB lock while it runs this.
+                                unsafe { load_bytes(page, off..off + n, part) }
                             })?;
                         }
                     }
                     let bytes = bytes.get(..len).ok_or(EINVAL)?;
                     self.access(dev, dst, Access::Write, |page, off| {
-                        store_bytes(page, off..off + len, bytes)
+                        // SAFETY: `access` holds the TLB lock while it runs this closure.
+                        unsafe { store_bytes(page, off..off + len, bytes) }
                     })
                 })?;
                 Ok(0)
