@@ -90,22 +90,20 @@ static double now(void)
 }
 
 /*
- * The kernel defers work of a step to after it: RCU callbacks free a closed
- * test_hmm mirror's xarray nodes (about 200,000 instructions for 64M). In a
- * timed step that starts right after, that work ran in some runs and not in
- * others: 8 of 10 first passes of a 64M fault-in took 200 us longer, a tenth
- * of the fill rate's time, and two boots came out 11% apart. A sleep lets
- * it run before.
+ * The start of a timed step of a single-threaded figure. The kernel defers
+ * work of a step to after it: RCU callbacks free a closed test_hmm mirror's
+ * xarray nodes (about 200,000 instructions for 64M). In a timed step that
+ * starts right after, that work ran in some runs and not in others: 8 of 10
+ * first passes of a 64M fault-in took 200 us longer, a tenth of the fill
+ * rate's time, and two boots came out 11% apart. A sleep lets it run before.
+ *
+ * The threaded figures (real time, MTTCG) run back to back instead: from a
+ * guest left idle, two threads' jobs ran one after the other in 4 of 15 runs
+ * (21 ms against 14.5 ms), where the scheduler placed them, not the layer.
  */
-static void settle(void)
-{
-	usleep(SETTLE_US);
-}
-
-/* The start of a timed step. */
 static double start_timing(void)
 {
-	settle();
+	usleep(SETTLE_US);
 	return now();
 }
 
@@ -695,7 +693,7 @@ static void bench_scaling(uint64_t size)
 		uint32_t vm = vm_create(0);
 		struct worker w[2] = { { vm, a, size }, { vm, b, size } };
 		pthread_t t2;
-		double t = start_timing();
+		double t = now();
 
 		fault_in(&w[0]);
 		fault_in(&w[1]);
@@ -706,7 +704,7 @@ static void bench_scaling(uint64_t size)
 		vm = vm_create(0);
 		w[0].vm = vm;
 		w[1].vm = vm;
-		t = start_timing();
+		t = now();
 		pthread_create(&t2, NULL, fault_in, &w[1]);
 		fault_in(&w[0]);
 		pthread_join(t2, NULL);
@@ -852,7 +850,6 @@ static double fault_back(uint64_t size, int n, int processes)
 			pthread_create(&th[i], NULL, cpu_fault_back, &f[i]);
 		}
 		f[0] = (struct faulter){ p, slice, NULL };
-		settle();
 		pthread_barrier_wait(&start);
 		t = now();
 		cpu_fault_back(&f[0]);
@@ -888,7 +885,7 @@ static double fault_back(uint64_t size, int n, int processes)
 		if (read(ready[0], &c, 1) != 1)
 			die("fault-back: a process did not start");
 	}
-	t = start_timing();
+	t = now();
 	for (i = 0; i < n; i++)
 		if (write(go[1], "g", 1) != 1)
 			die("fault-back: go");
