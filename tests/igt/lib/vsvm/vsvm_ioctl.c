@@ -557,6 +557,22 @@ static void knob(int dfd, const char *name, const char *value)
 	close(fd);
 }
 
+/*
+ * Opens the debugfs directory of the device of @fd, vsvm/<device>/@sub
+ * ("" for the device's own), skipping the test without it.
+ */
+static int knobs_open(int fd, const char *sub)
+{
+	char dir[PATH_MAX], buf[256];
+	int dfd;
+
+	snprintf(dir, sizeof(dir), "/sys/kernel/debug/vsvm/%s/%s",
+		 device_name(fd, buf, sizeof(buf)), sub);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	igt_require_f(dfd >= 0, "no fault injection knobs in %s\n", dir);
+	return dfd;
+}
+
 /**
  * vsvm_fail:
  * @fd: a vsvm device
@@ -569,13 +585,9 @@ static void knob(int dfd, const char *name, const char *value)
  */
 void vsvm_fail(int fd, const char *fault, int times)
 {
-	char dir[PATH_MAX], buf[256], n[16];
-	const char *name = device_name(fd, buf, sizeof(buf));
-	int dfd;
+	int dfd = knobs_open(fd, fault);
+	char n[16];
 
-	snprintf(dir, sizeof(dir), "/sys/kernel/debug/vsvm/%s/%s", name, fault);
-	dfd = open(dir, O_RDONLY | O_DIRECTORY);
-	igt_require_f(dfd >= 0, "no fault injection knobs in %s\n", dir);
 	snprintf(n, sizeof(n), "%d", times);
 	knob(dfd, "verbose", "0");
 	knob(dfd, "interval", "1");
@@ -594,13 +606,9 @@ void vsvm_fail(int fd, const char *fault, int times)
  */
 void vsvm_fault_delay(int fd, unsigned int us)
 {
-	char dir[PATH_MAX], buf[256], n[16];
-	int dfd;
+	int dfd = knobs_open(fd, "");
+	char n[16];
 
-	snprintf(dir, sizeof(dir), "/sys/kernel/debug/vsvm/%s",
-		 device_name(fd, buf, sizeof(buf)));
-	dfd = open(dir, O_RDONLY | O_DIRECTORY);
-	igt_require_f(dfd >= 0, "no fault injection knobs in %s\n", dir);
 	snprintf(n, sizeof(n), "%u", us);
 	knob(dfd, "fault_delay_us", n);
 	close(dfd);
