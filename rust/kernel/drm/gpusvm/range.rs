@@ -117,12 +117,16 @@ impl Pfns {
     pub(super) fn set(&mut self, pfns: &[HmmPfn]) -> Result {
         match (self, pfns) {
             (Self::One(one), [pfn]) => *one = *pfn,
-            (Self::Many(many), _) => {
-                many.clear();
-                many.extend_from_slice(pfns, GFP_NOWAIT)?;
-            }
+            // Out of line: the store of one pfn, once a range of small chunks, stays inlined.
+            (Self::Many(many), _) => Self::set_many(many, pfns)?,
             _ => return Err(ENOMEM),
         }
+        Ok(())
+    }
+
+    fn set_many(many: &mut KVec<HmmPfn>, pfns: &[HmmPfn]) -> Result {
+        many.clear();
+        many.extend_from_slice(pfns, GFP_NOWAIT)?;
         Ok(())
     }
 }
@@ -181,6 +185,7 @@ pub(super) struct RangeState {
 
 impl RangeState {
     /// The state of a new range of a GPU SVM of `devices` devices (at least one).
+    #[inline]
     pub(super) fn new(devices: usize) -> Result<Self> {
         let mut others = KVec::with_capacity(devices.saturating_sub(1), GFP_KERNEL)?;
         for _ in 1..devices {
