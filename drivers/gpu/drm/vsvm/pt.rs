@@ -233,8 +233,8 @@ fn leaf_at(leaves: &mut RBTree<usize, Leaf>, block: usize) -> Option<CursorMut<'
 
 /// Sets `ptes` to map `pfns`, pages `first..` of the range of `valid`, the first at `base`.
 /// Notes a page in VRAM in `in_vram` if it has none yet. Returns how many entries now map a page
-/// and how many did before. Inlined: with small chunks it runs once a page, and as a call of
-/// its own (which `#[inline]` left it) its setup cost as much as its loop.
+/// and how many did before. Always inlined: with 4K chunks it runs once a page, and as a call
+/// its setup costs as much as its loop.
 #[inline(always)]
 fn write_ptes(
     ptes: &mut [Pte],
