@@ -92,7 +92,8 @@ def main():
     figures = load(logs)
     nboots = max(len(f["boots"]) for f in figures)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    guest = "QEMU TCG, 2 vCPUs: -icount shift=0,sleep=off (method icount) or MTTCG (mttcg)"
+    guest = ("QEMU TCG: one vCPU, -icount shift=0,sleep=off, norandmaps (method icount), "
+             "or two vCPUs on MTTCG (mttcg)")
     json.dump({"date": date, "commit": commit, "kernel": kernel + " (non-debug)",
                "guest": guest, "boots": nboots, "figures": figures},
               open(os.path.join(logs, "bench.json"), "w"), indent=1)
