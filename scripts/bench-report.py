@@ -101,8 +101,8 @@ def main():
     worst = max((f["boot_diff"] for f in compared), default=0)
     missed = [f["name"] for f in compared if not f["met"]]
     summary = (f"{nboots} boots of {commit}, {kernel} (non-debug), {date[:10]}: median "
-               f"(p10-p90) of each figure's runs; ratio > 1: ours better; a figure's ratio "
-               f"is its worst boot's. Boots at most {100 * worst:.1f}% apart; "
+               f"(p10-p90) of each figure's runs; a ratio is the median of its runs' ratios, "
+               f"> 1: ours better; a figure's ratio is its worst boot's. Boots at most {100 * worst:.1f}% apart; "
                f"{len(compared) - len(missed)} of {len(compared)} targets met.\n")
     md = summary + "\n" + table(figures, nboots)
     open(os.path.join(logs, "bench.md"), "w").write(md)

@@ -11,7 +11,8 @@
  *              "target": ..., "runs": ...}
  *
  * where "ratio" is ours relative to the peer, above 1 when ours is better
- * (throughput: ours / peer; time: peer / ours), "target" the ratio the
+ * (throughput: ours / peer; time: peer / ours), the median of its runs'
+ * ratios (each run times both sides), "target" the ratio the
  * figure should reach and "runs" the timed runs behind it. scripts/svm
  * bench runs the single-threaded figures in a guest whose clock counts
  * instructions (QEMU -icount), where a time is the work done, and the
@@ -136,16 +137,20 @@ static int runs_at_least(int min)
 	return runs > min ? runs : min;
 }
 
+/* The times of a figure's runs, in the order they ran, and their run numbers. */
 struct samples {
 	double v[MAX_SAMPLES];
+	int run[MAX_SAMPLES];
 	int n;
 };
 
 /* Keeps the time @t of run @run; run -1 is the warm-up. */
 static void keep(struct samples *s, int run, double t)
 {
-	if (run >= 0)
-		s->v[s->n++] = t;
+	if (run >= 0) {
+		s->v[s->n] = t;
+		s->run[s->n++] = run;
+	}
 }
 
 /* A fill-rate sample: the first READ @t1 less the second @t2 (noise aside). */
@@ -164,10 +169,49 @@ static int cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static double pct(struct samples *s, int p)
+/* The @p-th percentile of the @n values @v, which it sorts. */
+static double pct_of(double *v, int n, int p)
 {
-	qsort(s->v, s->n, sizeof(double), cmp);
-	return s->v[(s->n - 1) * p / 100];
+	qsort(v, n, sizeof(double), cmp);
+	return v[(n - 1) * p / 100];
+}
+
+/* The @p-th percentile of the times of @s, which stay in run order. */
+static double pct(const struct samples *s, int p)
+{
+	double v[MAX_SAMPLES];
+
+	memcpy(v, s->v, s->n * sizeof(double));
+	return pct_of(v, s->n, p);
+}
+
+/*
+ * The ratio of @ours to @peer: the median over the runs that both kept of
+ * the peer's time over ours in that run (0 if there is none). A run times
+ * both sides one right after the other, so what slows the guest for a while
+ * (on MTTCG, the host's load) slows both alike and drops out of the ratio.
+ * Over nine MTTCG boots in which the host's speed varied 2.5x, the ratio of
+ * the two medians of a fault-back figure varied by 26% to 52% from boot to
+ * boot, this ratio by 7% to 30%.
+ */
+static double paired_ratio(const struct samples *ours, const struct samples *peer)
+{
+	double r[MAX_SAMPLES];
+	int i = 0, k = 0, n = 0;
+
+	while (i < ours->n && k < peer->n) {
+		if (ours->run[i] < peer->run[k]) {
+			i++;
+		} else if (ours->run[i] > peer->run[k]) {
+			k++;
+		} else {
+			if (ours->v[i] > 0)
+				r[n++] = peer->v[k] / ours->v[i];
+			i++;
+			k++;
+		}
+	}
+	return n ? pct_of(r, n, 50) : 0;
 }
 
 /*
@@ -192,7 +236,7 @@ static void report(const char *name, const char *unit, struct samples *ours,
 #define VALUE(t) (throughput ? scale / (t) : (t) * scale)
 	if (peer && peer->n) {
 		p = pct(peer, 50);
-		ratio = o > 0 ? p / o : 0;
+		ratio = paired_ratio(ours, peer);
 	}
 	/* One line of JSON, in three parts that each fit a line. */
 	printf("SVM-BENCH {\"name\": \"%s\", \"unit\": \"%s\", ", name, unit);
