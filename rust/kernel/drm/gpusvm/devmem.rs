@@ -336,46 +336,51 @@ impl<T: Driver> DeviceMemory<T> {
             return Err(EINVAL);
         }
         let own = self.pfns();
-        // The entries to give a folio, with its order.
-        let mut folios = KVec::new();
+        let npages = mig.npages();
+        // The entries to give a folio, with its order; room for one a page, made once (a push
+        // that grows a vector costs more than the bookkeeping of a page).
+        let mut folios = KVec::with_capacity(npages, GFP_KERNEL)?;
         {
             // From system memory (and holes), and from peers' device memory.
-            let (mut dst, mut src) = (KVec::new(), KVec::new());
+            let mut dst = KVec::with_capacity(npages, GFP_KERNEL)?;
+            let mut src = KVec::with_capacity(npages, GFP_KERNEL)?;
             let (mut peer_dst, mut peer_src) = (KVec::new(), KVec::new());
             let mut i = 0;
-            while i < mig.npages() {
+            while i < npages {
                 let pages = mig.entry_pages(i);
                 let first = i;
                 i += pages;
                 if !mig.src(first).can_migrate() {
                     continue;
                 }
-                if mig
-                    .device_pfn(first, 0)
-                    .is_some_and(|pfn| own.contains(&pfn))
-                {
+                // The pages of an entry are one folio's: all system pages (or a hole), or all
+                // device pages.
+                let device = mig.device_pfn(first, 0);
+                if device.is_some_and(|pfn| own.contains(&pfn)) {
                     // Here already.
                     continue;
                 }
+                let to = alloc.pfns().get(first..i).ok_or(EINVAL)?;
                 if pages > 1 && alloc.is_block(first, PMD_ORDER) {
-                    folios.push((first, PMD_ORDER), GFP_KERNEL)?;
+                    folios
+                        .push_within_capacity((first, PMD_ORDER))
+                        .map_err(|_| ENOMEM)?;
                 } else {
                     for n in first..i {
-                        folios.push((n, 0), GFP_KERNEL)?;
+                        folios.push_within_capacity((n, 0)).map_err(|_| ENOMEM)?;
                     }
                 }
-                for n in 0..pages {
-                    let to = *alloc.pfns().get(first + n).ok_or(EINVAL)?;
-                    // A device page here is a peer's: this memory's were left above.
-                    match mig.device_pfn(first, n) {
-                        Some(pfn) => {
-                            peer_dst.push(to, GFP_KERNEL)?;
-                            peer_src.push(pfn, GFP_KERNEL)?;
-                        }
-                        None => {
-                            dst.push(to, GFP_KERNEL)?;
-                            src.push(mig.system_page(first, n), GFP_KERNEL)?;
-                        }
+                if device.is_some() {
+                    // A peer's: this memory's were left above.
+                    for (n, &to) in to.iter().enumerate() {
+                        peer_dst.push(to, GFP_KERNEL)?;
+                        peer_src.push(mig.device_pfn(first, n).ok_or(EINVAL)?, GFP_KERNEL)?;
+                    }
+                } else {
+                    for (n, &to) in to.iter().enumerate() {
+                        dst.push_within_capacity(to).map_err(|_| ENOMEM)?;
+                        src.push_within_capacity(mig.system_page(first, n))
+                            .map_err(|_| ENOMEM)?;
                     }
                 }
             }
