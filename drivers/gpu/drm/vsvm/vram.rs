@@ -387,8 +387,10 @@ impl Vram {
             // CAST: Offsets and sizes are below the VRAM size, which fits in `usize`.
             let first = mem.pfns().start + block.offset() as usize / PAGE_SIZE;
             let range = first..first + block.size() as usize / PAGE_SIZE;
+            // Room checked once a block, not once a page.
+            pfns.reserve(range.len(), GFP_KERNEL)?;
             for pfn in range.clone() {
-                pfns.push(pfn, GFP_KERNEL)?;
+                pfns.push_within_capacity(pfn).map_err(|_| ENOMEM)?;
             }
             ranges.push(range, GFP_KERNEL)?;
         }
