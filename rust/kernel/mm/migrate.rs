@@ -664,16 +664,24 @@ impl Migrated<'_> {
     /// The number of compound entries that moved whole, to a folio of their size.
     pub fn whole_compound(&self) -> usize {
         // A compound entry given single pages is split: it loses the flag.
-        (0..self.0.npages())
+        self.entries()
             .filter(|&i| self.migrated(i) && self.0.src(i).is_compound())
             .count()
     }
 
     /// The number of pages that moved (a compound entry counts all its pages).
     pub fn pages(&self) -> usize {
-        (0..self.0.npages())
+        self.entries()
             .filter(|&i| self.migrated(i))
             .map(|i| self.0.entry_pages(i))
             .sum()
+    }
+
+    /// The index of each entry that is not covered by a compound entry before it (those are
+    /// empty): one step a folio, not one a page.
+    fn entries(&self) -> impl Iterator<Item = usize> + '_ {
+        let npages = self.0.npages();
+        core::iter::successors(Some(0), move |&i| Some(i + self.0.entry_pages(i)))
+            .take_while(move |&i| i < npages)
     }
 }
