@@ -719,6 +719,57 @@ static void bench_invalidate_one(const uint64_t *counts, int ncounts)
 
 /* --- 6: scaling ---------------------------------------------------------- */
 
+/*
+ * What the host gives the threaded figures: two threads that only compute,
+ * sharing nothing, against one doing the same work, probed in each run of a
+ * threaded group. On MTTCG a vCPU is a host thread: no two threads of the
+ * guest gain more than this, whatever they do.
+ */
+static uint64_t spin_iters;
+
+static void *spin(void *arg)
+{
+	uint64_t n = *(uint64_t *)arg, x = n;
+
+	while (n--)
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+	__atomic_fetch_add(&sink, x, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+/* The time @n threads (1 or 2) take to spin 2 * spin_iters times in all. */
+static double spin_time(int n)
+{
+	uint64_t each = 2 * spin_iters / n;
+	pthread_t t;
+	double t0 = now();
+
+	if (n == 2 && pthread_create(&t, NULL, spin, &each))
+		die("pthread_create");
+	spin(&each);
+	if (n == 2)
+		pthread_join(t, NULL);
+	return now() - t0;
+}
+
+/* One run of the probe into @one and @two; calibrated to 50 ms a run first. */
+static void host_probe(struct samples *one, struct samples *two, int run)
+{
+	if (!spin_iters)
+		for (spin_iters = 1 << 20; spin_time(1) < 0.05; spin_iters *= 2)
+			;
+	keep(one, run, spin_time(1));
+	keep(two, run, spin_time(2));
+}
+
+static void report_probe(const char *group, struct samples *one, struct samples *two)
+{
+	char name[96];
+
+	snprintf(name, sizeof(name), "host: 2 computing threads vs 1 (%s)", group);
+	report(name, "Gop/s", two, one, "one thread", 2.0 * (double)spin_iters / 1e9, 1, 0);
+}
+
 struct worker {
 	uint32_t vm;
 	uint8_t *p;
@@ -735,16 +786,21 @@ static void *fault_in(void *arg)
 
 static void bench_scaling(uint64_t size)
 {
-	struct samples one = {}, two = {};
+	struct samples one = {}, two = {}, hone = {}, htwo = {};
 	uint8_t *a = buffer(size, 1, 1), *b = buffer(size, 1, 1);
 	int j;
 
 	for (j = -1; j < runs; j++) {
-		uint32_t vm = vm_create(0);
-		struct worker w[2] = { { vm, a, size }, { vm, b, size } };
+		struct worker w[2] = { { 0, a, size }, { 0, b, size } };
+		uint32_t vm;
 		pthread_t t2;
-		double t = now();
+		double t;
 
+		host_probe(&hone, &htwo, j);
+		vm = vm_create(0);
+		w[0].vm = vm;
+		w[1].vm = vm;
+		t = now();
 		fault_in(&w[0]);
 		fault_in(&w[1]);
 		t = now() - t;
@@ -764,6 +820,7 @@ static void bench_scaling(uint64_t size)
 	}
 	report("two threads vs one (2x32M fault-in)", "GB/s", &two, &one, "one thread",
 	       2.0 * (double)size / 1e9, 1, 1.6);
+	report_probe("scaling", &hone, &htwo);
 	munmap(a, size);
 	munmap(b, size);
 }
@@ -970,12 +1027,14 @@ static double fault_back(uint64_t size, int n, int processes)
 static void bench_fault_back(uint64_t size)
 {
 	static const int counts[] = { 2, 4, FAULTERS };
-	struct samples one[2] = {}, many[2][3] = {};
+	struct samples one[2] = {}, many[2][3] = {}, hone = {}, htwo = {};
 	char name[96];
 	int j, c, proc;
 
 	for (j = -1; j < runs; j++)
 		for (proc = 0; proc < 2; proc++) {
+			if (!proc)
+				host_probe(&hone, &htwo, j);
 			keep(&one[proc], j, fault_back(size, 1, proc));
 			for (c = 0; c < 3; c++)
 				keep(&many[proc][c], j, fault_back(size, counts[c], proc));
@@ -987,6 +1046,7 @@ static void bench_fault_back(uint64_t size)
 			report(name, "GB/s", &many[proc][c], &one[proc], proc ? "one process" :
 			       "one thread", (double)size / 1e9, 1, counts[c] == 4 ? 0 : 1.5);
 		}
+	report_probe("fault-back", &hone, &htwo);
 }
 
 /* Whether figure @name is in the comma-separated list @only (all if empty). */
