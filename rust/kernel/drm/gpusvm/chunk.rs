@@ -176,7 +176,8 @@ impl Present {
             .saturating_sub(self.start)
             .div_ceil(PAGE_SIZE)
             .min(64);
-        (first..end).any(|i| self.mask >> i & 1 != 0)
+        // Bits `first..end` at once: `first < end <= 64` keeps both shifts below 64.
+        first < end && self.mask >> first & u64::MAX >> (64 - (end - first)) != 0
     }
 
     /// Whether every page of `span` is present.
@@ -315,6 +316,34 @@ mod tests {
         // Asked about 2M then 64K, never about the page.
         assert_eq!(&asked[..], &[SZ_2M, SZ_64K]);
         Ok(())
+    }
+
+    #[test]
+    fn present_tells_what_each_page_tells() {
+        let start = BASE;
+        for mask in [
+            0,
+            1,
+            1 << 63,
+            0x8000_0000_0000_0001,
+            0x00f0_0000_0000_0f00,
+            u64::MAX,
+        ] {
+            let present = Present { start, mask };
+            // Page `i` of the block; none outside its 64 pages.
+            let page = |i: usize| i < 64 && mask >> i & 1 != 0;
+            // Spans from two pages before the block to two past it, of up to 70 pages.
+            let from = start - 2 * PAGE_SIZE;
+            for a in 0..70 {
+                for n in 0..70 {
+                    let span = from + a * PAGE_SIZE..from + (a + n) * PAGE_SIZE;
+                    let pages = || (a..a + n).filter(|&i| i >= 2).map(|i| i - 2);
+                    let inside = a >= 2 && a + n <= 66;
+                    assert_eq!(present.any(&span), pages().any(page));
+                    assert_eq!(present.covers(&span), n > 0 && inside && pages().all(page));
+                }
+            }
+        }
     }
 
     #[test]

@@ -401,11 +401,13 @@ impl<T: Driver> GpuSvm<T> {
             }
             vma.start()..vma.end()
         };
-        let bounds = [vma_span.clone(), notifier.span(), gpuva, self.span.clone()];
+        // A range lies in the VMA, the notifier's block, `gpuva` and the GPU SVM: in their
+        // intersection, which each chunk is checked against once, not against each of them.
+        let within = [vma_span.clone(), notifier.span(), gpuva, self.span.clone()]
+            .into_iter()
+            .fold(0..usize::MAX, |w, b| w.start.max(b.start)..w.end.min(b.end));
         let block_end = (addr | (Self::RUN_BLOCK - 1)).saturating_add(1);
-        let end = bounds
-            .iter()
-            .fold(span.end.min(block_end), |end, b| end.min(b.end));
+        let end = span.end.min(block_end).min(within.end);
         // Which pages the CPU has present, read only when a chunk that needs them is chosen or
         // the run is to end at the first range with none: until then, every page counts as
         // present.
@@ -458,9 +460,10 @@ impl<T: Driver> GpuSvm<T> {
                             Slot::Found(r)
                         }
                         None => {
-                            let Some(c) = self
-                                .chunks
-                                .fit(at, &bounds, |c| unfit(ranges, &c, at, &next, &present))
+                            let Some(c) =
+                                self.chunks.fit(at, core::slice::from_ref(&within), |c| {
+                                    unfit(ranges, &c, at, &next, &present)
+                                })
                             else {
                                 break;
                             };
