@@ -176,8 +176,7 @@ impl Present {
             .saturating_sub(self.start)
             .div_ceil(PAGE_SIZE)
             .min(64);
-        // Bits `first..end` at once: `first < end <= 64` keeps both shifts below 64.
-        first < end && self.mask >> first & u64::MAX >> (64 - (end - first)) != 0
+        first < end && self.mask >> first & low_bits(end - first) != 0
     }
 
     /// Whether every page of `span` is present.
@@ -190,13 +189,17 @@ impl Present {
         if count == 0 || first + count > 64 {
             return false;
         }
-        let bits = if count == 64 {
-            u64::MAX
-        } else {
-            (1 << count) - 1
-        };
+        let bits = low_bits(count);
         self.mask >> first & bits == bits
     }
+}
+
+/// A mask of the `count` low bits: none for 0, all 64 from 64 on.
+#[inline]
+fn low_bits(count: usize) -> u64 {
+    u64::MAX
+        .checked_shr(64usize.saturating_sub(count) as u32)
+        .unwrap_or(0)
 }
 
 #[cfg(CONFIG_RUST_DRM_GPUSVM_KUNIT_TEST)]
