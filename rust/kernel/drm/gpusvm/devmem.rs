@@ -426,11 +426,12 @@ impl<T: Driver> DeviceMemory<T> {
             // SAFETY: See above.
             unsafe { SystemFolio::alloc_huge_unzeroed() }
         };
-        // The entries to give a folio, with it.
-        let mut folios = KVec::new();
-        let mut src = KVec::new();
+        let npages = mig.npages();
+        // The entries to give a folio, with it; room for one a page, made once, as in `to_vram`.
+        let mut folios = KVec::with_capacity(npages, GFP_KERNEL)?;
+        let mut src = KVec::with_capacity(npages, GFP_KERNEL)?;
         let mut i = 0;
-        while i < mig.npages() {
+        while i < npages {
             let entry = mig.src(i);
             let pages = mig.entry_pages(i);
             let first = i;
@@ -442,18 +443,24 @@ impl<T: Driver> DeviceMemory<T> {
                 continue;
             };
             if pages == 1 {
-                folios.push((first, page()?), GFP_KERNEL)?;
+                folios
+                    .push_within_capacity((first, page()?))
+                    .map_err(|_| ENOMEM)?;
             } else if let Ok(huge) = huge() {
-                folios.push((first, huge), GFP_KERNEL)?;
+                folios
+                    .push_within_capacity((first, huge))
+                    .map_err(|_| ENOMEM)?;
             } else if mig.can_split() {
                 for n in first..i {
-                    folios.push((n, page()?), GFP_KERNEL)?;
+                    folios
+                        .push_within_capacity((n, page()?))
+                        .map_err(|_| ENOMEM)?;
                 }
             } else {
                 continue;
             }
             for n in 0..pages {
-                src.push(pfn + n, GFP_KERNEL)?;
+                src.push_within_capacity(pfn + n).map_err(|_| ENOMEM)?;
             }
         }
         if folios.is_empty() {
@@ -462,7 +469,9 @@ impl<T: Driver> DeviceMemory<T> {
         let mut pages = KVec::with_capacity(src.len(), GFP_KERNEL)?;
         for (_, folio) in folios.iter() {
             for n in 0..folio.pages() {
-                pages.push(folio.page(n).ok_or(EINVAL)?, GFP_KERNEL)?;
+                pages
+                    .push_within_capacity(folio.page(n).ok_or(EINVAL)?)
+                    .map_err(|_| ENOMEM)?;
             }
         }
         // Every page of the folios, written whole before `Ok`.
