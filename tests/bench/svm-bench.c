@@ -994,16 +994,18 @@ static double fault_back(uint64_t size, int n, int processes, int fresh)
 		die("pipe");
 	for (i = 0; i < n; i++) {
 		if (fork() == 0) {
-			int fd = fresh ? 0 : vsvm_open(0);
 			uint8_t *p = buffer(slice, 0, !fresh);
 			struct faulter f = { p, slice, NULL, fresh };
 			char c = 0;
 
-			if (fd < 0)
-				_exit(1);
-			if (!fresh)
+			if (!fresh) {
+				int fd = vsvm_open(0);
+
+				if (fd < 0)
+					_exit(1);
 				prefetch_on(fd, vm_create_on(fd, 0), p, slice,
 					    DRM_VSVM_REGION_VRAM);
+			}
 			if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
 				_exit(1);
 			cpu_fault_back(&f);
